@@ -1,0 +1,39 @@
+# flowav: the README's two commands. Each creates .venv if missing and installs the project into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.flowav-installed
+# Debian programs the demo runs as separate processes (flite: TTS with phone timings, BSD-like).
+DEBIAN_PACKAGES := flite
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test test-slow lint system-deps clean
+
+$(STAMP): setup.py pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
+	  else echo "flowav needs the Debian package(s):$$missing. Install them with:"; \
+	    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)"; exit 1; fi; \
+	fi
+
+demo: $(STAMP) system-deps
+	$(PY) -m flowav.main demo --config=configs/vssflow.py:demo --workdir=$(DEMO_DIR)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP) system-deps
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf runs .pytest_cache

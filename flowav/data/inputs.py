@@ -1,0 +1,120 @@
+"""Model inputs for sampling: held-out clips of a dataset, or a user's video (+ transcript).
+
+Both produce padded batches in the pipeline's layout (fixed lengths, masks, normalised latents),
+so the sampler sees exactly what training saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import subprocess
+from typing import Any
+
+import numpy as np
+
+from flowav.audio.codec import LatentStats
+from flowav.data import pipeline, records, schema
+
+
+@dataclasses.dataclass
+class Clip:
+  """One conditioning example plus where its ground truth lives."""
+  example: dict[str, Any]  # schema example (unpadded)
+  prepared: dict[str, np.ndarray]  # padded to the window, latents normalised
+  raw_dir: pathlib.Path | None  # dataset raw/<split>/ dir with <clip_id>.json/.mp4, if any
+
+
+def _prepare(ex: dict[str, Any], lengths: pipeline.Lengths, rates: dict[str, float],
+             stats: LatentStats) -> dict[str, np.ndarray]:
+  out = pipeline.crop_and_pad(ex, lengths, rates)
+  out["audio_latents"] = stats.normalize(out["audio_latents"]) * out["audio_mask"][:, None]
+  return out
+
+
+def heldout_clips(data_dir: str, split: str, lengths: pipeline.Lengths, *,
+                  task: str | None = None, limit: int | None = None) -> list[Clip]:
+  """Clips of `split` in record order, optionally of one task only."""
+  info = records.DatasetInfo.load(data_dir)
+  stats = LatentStats.from_dict(info.latent_stats)
+  clips = []
+  for path in info.shard_paths(data_dir, split):
+    for i, data in enumerate(records.read_shard(path)):
+      ex = records.decode_example(data, source=f"{path} record {i}")
+      schema.validate_example(ex, source=f"{path} record {i}")
+      if task is not None and int(ex["task_id"]) != schema.TASKS[task]:
+        continue
+      clips.append(Clip(ex, _prepare(ex, lengths, info.rates, stats),
+                        pathlib.Path(data_dir) / "raw" / split))
+      if limit is not None and len(clips) >= limit:
+        return clips
+  return clips
+
+
+def stack(prepared: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """Stacks prepared examples into a batch (the keys of the first one)."""
+  return {k: np.stack([p[k] for p in prepared]) for k in prepared[0]}
+
+
+def phonemize(text: str, vocab: list[str]) -> np.ndarray:
+  """ARPAbet phone ids of `text` via flite (a separate program; BSD-like licence).
+
+  Ids follow the dataset's vocabulary (`DatasetInfo.vocab['phones']`, id = index + 1, 0 = pad).
+  """
+  if shutil.which("flite") is None:
+    raise RuntimeError("--transcript needs the `flite` program: apt-get install -y flite")
+  text = " ".join(text.split())
+  if not text:
+    raise ValueError("--transcript is empty")
+  res = subprocess.run(["flite", "-t", text, "-o", "none", "-ps"], capture_output=True,
+                       text=True, check=True, timeout=60)
+  phones = res.stdout.split()
+  index = {p: i + 1 for i, p in enumerate(vocab)}
+  unknown = sorted({p for p in phones if p not in index})
+  if unknown:
+    raise ValueError(f"--transcript {text!r}: phones {unknown} are not in the model's vocabulary")
+  return np.asarray([index[p] for p in phones], np.int32)
+
+
+def video_clip(video_path: str, info: records.DatasetInfo, lengths: pipeline.Lengths,
+               clip_seconds: float, transcript: str | None = None) -> Clip:
+  """A user's video (any frame rate) encoded like the training data, with an optional transcript.
+
+  Raises ValueError if the video is longer than the model's window `clip_seconds`.
+  """
+  from flowav.data import media  # pylint: disable=g-import-not-at-top
+  from flowav.data.demo import video_encoder  # pylint: disable=g-import-not-at-top
+  rate_v, rate_a = float(info.rates["video"]), float(info.rates["audio"])
+  size = int(info.extra.get("config", {}).get("frame_size", 64))
+  clip = media.read_video(video_path, fps=rate_v, size=size)
+  if clip.duration_s > clip_seconds + 1.0 / rate_v:
+    raise ValueError(f"{video_path} lasts {clip.duration_s:.2f} s; this model's window is "
+                     f"{clip_seconds:.2f} s (config.data.clip_seconds). Trim the video.")
+  feats = video_encoder.encode_frames(clip.frames)
+  num_audio = int(np.floor(clip.duration_s * rate_a + 1e-6))
+  ex: dict[str, Any] = {
+    "clip_id": pathlib.Path(video_path).stem, "start_s": np.float32(0.0),
+    "duration_s": np.float32(clip.duration_s),
+    "task_id": np.int32(schema.TASKS["speech" if transcript else "sound"]),
+    "audio_latents": np.zeros((num_audio, lengths.audio_dim), np.float32),
+    "audio_mask": np.ones((num_audio,), bool),
+    "video_features": feats, "video_mask": np.ones((feats.shape[0],), bool),
+  }
+  if transcript:
+    ids = phonemize(transcript, info.vocab["phones"])
+    if ids.shape[0] > lengths.phones:
+      raise ValueError(f"--transcript has {ids.shape[0]} phones; the model takes at most "
+                       f"{lengths.phones} (config.data.max_phones)")
+    ex.update(transcript=transcript, transcript_ids=ids,
+              transcript_mask=np.ones_like(ids, bool),
+              # Placeholder timing (all frames on the first phone) until the duration predictor
+              # replaces it from the video: crop_and_pad needs some valid durations.
+              phone_durations=np.asarray([num_audio] + [0] * (len(ids) - 1), np.int32))
+  stats = LatentStats.from_dict(info.latent_stats)
+  prepared = _prepare(ex, lengths, info.rates, stats)
+  if transcript:  # crop_and_pad drops zero-length phones; keep every phone of the transcript
+    prepared["transcript_ids"] = pipeline._fit(ex["transcript_ids"], lengths.phones)
+    prepared["transcript_mask"] = pipeline._fit(ex["transcript_mask"], lengths.phones)
+    prepared["phone_durations"] = pipeline._fit(ex["phone_durations"], lengths.phones)
+  return Clip(ex, prepared, None)

@@ -1,0 +1,186 @@
+"""grain input pipeline: shuffle, crop/pad with masks, normalise, batch, shard per process.
+
+Data are indexed globally: the k-th element of the global stream is record `order[k]` of an
+epoch-wise shuffled, endlessly repeated dataset. Global batch b holds elements
+[b*G, (b+1)*G); process p of n reads the contiguous slice [b*G + p*L, b*G + (p+1)*L) with L = G/n.
+So the data a run sees depends only on (seed, global step), not on how many processes read it, and
+the grain iterator position (saved in every checkpoint) resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+import numpy as np
+
+from flowav.audio.codec import LatentStats
+from flowav.data import records, schema
+
+
+@dataclasses.dataclass(frozen=True)
+class Lengths:
+  """Fixed per-batch lengths of each stream (frames / tokens)."""
+  audio: int
+  video: int
+  phones: int
+  speaker_dim: int
+  video_dim: int
+  audio_dim: int
+
+
+def lengths_for(info: records.DatasetInfo, seconds: float, max_phones: int) -> Lengths:
+  """Stream lengths of a `seconds`-long window under the dataset's rates."""
+  return Lengths(
+    audio=int(math.floor(seconds * info.rates["audio"] + 1e-6)),
+    video=int(math.ceil(seconds * info.rates["video"] - 1e-6)),
+    phones=max_phones,
+    speaker_dim=int(info.dims.get("speaker", 0)),
+    video_dim=int(info.dims["video"]),
+    audio_dim=int(info.dims["audio"]),
+  )
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+  """Truncates or zero-pads axis 0 to length n."""
+  if x.shape[0] >= n:
+    return x[:n]
+  pad = np.zeros((n - x.shape[0],) + x.shape[1:], x.dtype)
+  return np.concatenate([x, pad], axis=0)
+
+
+def crop_and_pad(ex: Mapping[str, Any], lengths: Lengths, rates: Mapping[str, float],
+                 offset_frames: int = 0) -> dict[str, np.ndarray]:
+  """Cuts a window of `lengths.audio` latent frames starting at `offset_frames` from every stream,
+  keeping them aligned in time, pads to fixed lengths and returns masks.
+
+  Absent optional streams (no key) come back as zeros with all-false masks.
+  Returns a dict of fixed-shape numpy arrays (schema keys; strings dropped).
+  """
+  ta = lengths.audio
+  lat = np.asarray(ex["audio_latents"], np.float32)
+  amask = np.asarray(ex["audio_mask"], bool)
+  out: dict[str, np.ndarray] = {
+    "audio_latents": _fit(lat[offset_frames:], ta),
+    "audio_mask": _fit(amask[offset_frames:], ta),
+    "task_id": np.int32(ex["task_id"]),
+    "start_s": np.float32(float(ex["start_s"]) + offset_frames / rates["audio"]),
+    "duration_s": np.float32(ex["duration_s"]),
+  }
+  if "video_features" in ex:
+    v0 = int(math.floor(offset_frames * rates["video"] / rates["audio"] + 1e-6))
+    out["video_features"] = _fit(np.asarray(ex["video_features"], np.float32)[v0:], lengths.video)
+    out["video_mask"] = _fit(np.asarray(ex["video_mask"], bool)[v0:], lengths.video)
+  else:
+    out["video_features"] = np.zeros((lengths.video, lengths.video_dim), np.float32)
+    out["video_mask"] = np.zeros((lengths.video,), bool)
+  if "transcript_ids" in ex:
+    ids = np.asarray(ex["transcript_ids"], np.int32)
+    tmask = np.asarray(ex["transcript_mask"], bool)
+    dur = np.asarray(ex["phone_durations"], np.int32)
+    # Shift phone boundaries by the crop offset; phones entirely outside the window are dropped.
+    ends = np.cumsum(dur) - offset_frames
+    starts = ends - dur
+    ends, starts = np.clip(ends, 0, ta), np.clip(starts, 0, ta)
+    keep = (ends > starts) & tmask
+    ids, dur = ids[keep], (ends - starts)[keep].astype(np.int32)
+    if ids.shape[0] > lengths.phones:
+      raise ValueError(f"clip {ex.get('clip_id')!r} has {ids.shape[0]} phones in a window, more "
+                       f"than config.data.max_phones={lengths.phones}")
+    out["transcript_ids"] = _fit(ids, lengths.phones)
+    out["transcript_mask"] = _fit(np.ones_like(ids, bool), lengths.phones)
+    out["phone_durations"] = _fit(dur, lengths.phones)
+  else:
+    out["transcript_ids"] = np.zeros((lengths.phones,), np.int32)
+    out["transcript_mask"] = np.zeros((lengths.phones,), bool)
+    out["phone_durations"] = np.zeros((lengths.phones,), np.int32)
+  if "speaker_embedding" in ex and lengths.speaker_dim:
+    out["speaker_embedding"] = np.asarray(ex["speaker_embedding"], np.float32)
+    out["speaker_mask"] = np.asarray(ex["speaker_mask"], bool)
+  else:
+    out["speaker_embedding"] = np.zeros((lengths.speaker_dim,), np.float32)
+    out["speaker_mask"] = np.asarray(False)
+  return out
+
+
+class _ReadExample:
+  """Maps a global element id to a prepared example (picklable, for grain workers)."""
+
+  def __init__(self, source, num_records: int, data_dir: str, split: str, lengths: Lengths,
+               rates: dict[str, float], stats: LatentStats, seed: int, random_crop: bool,
+               require: tuple[str, ...]):
+    self.source, self.num_records, self.data_dir, self.split = source, num_records, data_dir, split
+    self.lengths, self.rates, self.stats = lengths, rates, stats
+    self.seed, self.random_crop, self.require = seed, random_crop, require
+
+  def record_index(self, element: int) -> int:
+    """Epoch-wise shuffled order: element k of epoch e is a fixed permutation of the records."""
+    epoch, k = divmod(int(element), self.num_records)
+    perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_records)
+    return int(perm[k])
+
+  def __call__(self, element: int) -> dict[str, np.ndarray]:
+    index = self.record_index(element) if self.seed >= 0 else int(element) % self.num_records
+    where = f"{self.data_dir} split {self.split!r} record {index}"
+    ex = records.decode_example(self.source[index], source=where)
+    schema.validate_example(ex, source=where, require=self.require)
+    total = np.asarray(ex["audio_latents"]).shape[0]
+    offset = 0
+    if self.random_crop and total > self.lengths.audio:
+      rng = np.random.default_rng([self.seed, int(element), 1])
+      offset = int(rng.integers(0, total - self.lengths.audio + 1))
+    out = crop_and_pad(ex, self.lengths, self.rates, offset)
+    out["audio_latents"] = self.stats.normalize(out["audio_latents"]) * out["audio_mask"][:, None]
+    out["record_index"] = np.int32(index)
+    return out
+
+
+def make_dataset(data_dir: str, split: str, *, lengths: Lengths, global_batch: int,
+                 seed: int, shuffle: bool = True, repeat: bool = True, random_crop: bool = False,
+                 process_index: int = 0, process_count: int = 1,
+                 require: tuple[str, ...] = ()) -> grain.MapDataset:
+  """A MapDataset of this process's batches (dicts of [L, ...] numpy arrays).
+
+  Args:
+    data_dir: dataset directory with dataset_info.json.
+    split: 'train', 'validation', 'test', ...
+    lengths: fixed stream lengths.
+    global_batch: examples per step over all processes (must divide by process_count).
+    seed: shuffle / crop seed.
+    shuffle: epoch-wise shuffling (False = record order, for evaluation).
+    repeat: endless (training) or one pass (evaluation; the last partial batch is dropped).
+  """
+  info = records.DatasetInfo.load(data_dir)
+  paths = info.shard_paths(data_dir, split)
+  source = grain.sources.ArrayRecordDataSource(paths)
+  n = len(source)
+  if n == 0:
+    raise ValueError(f"{data_dir}: split {split!r} has no records")
+  if global_batch % process_count:
+    raise ValueError(f"config.data.batch_size={global_batch} does not divide over "
+                     f"{process_count} processes")
+  local = global_batch // process_count
+  stats = LatentStats.from_dict(info.latent_stats)
+  read = _ReadExample(source, n, data_dir, split, lengths, dict(info.rates), stats,
+                      seed if shuffle else -1, random_crop, require)
+  num_batches = (2**62 // global_batch) if repeat else n // global_batch
+  if num_batches == 0:
+    raise ValueError(f"{data_dir}: split {split!r} has {n} records, fewer than one batch of "
+                     f"{global_batch}")
+
+  def element_of(j: int) -> int:  # local element j -> global element id
+    b, r = divmod(int(j), local)
+    return b * global_batch + process_index * local + r
+
+  ds = grain.MapDataset.range(num_batches * local).map(element_of).map(read)
+  return ds.batch(local, drop_remainder=True)
+
+
+def to_iterator(ds: grain.MapDataset, *, num_threads: int = 2,
+                prefetch: int = 4) -> grain.DatasetIterator:
+  """A checkpointable iterator (`get_state` / `set_state`, orbax via grain.checkpoint)."""
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                   prefetch_buffer_size=prefetch)))

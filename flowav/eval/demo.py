@@ -1,0 +1,179 @@
+"""Evaluation of a run on flowav-demo's held-out clips, each metric against a negative control.
+
+Impacts (video-to-sound): onsets detected in the generated waveform are matched one-to-one to the
+video's contact times within ±`eval.onset_tolerance_frames` video frames. Control: the same model,
+same noise, given ANOTHER clip's video, scored against the ORIGINAL clip's contacts. Upper bound:
+the real audio through the codec (encode -> Griffin-Lim).
+Speech (visual TTS): phone durations come from the duration predictor run on the video (never from
+the ground-truth timings); lag and correlation between the drawn mouth's opening and the generated
+speech envelope, against the same transcript generated from another clip's video.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from flowav import generate, outputs  # noqa: E402
+from flowav.data import inputs, pipeline, records  # noqa: E402
+from flowav.eval import lipsync, onsets  # noqa: E402
+
+
+def _truth(clip: inputs.Clip) -> dict[str, Any]:
+  path = clip.raw_dir / f"{clip.example['clip_id']}.json"
+  return json.loads(path.read_text())
+
+
+def _rotate(batch: dict[str, np.ndarray], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """Gives row i the `keys` of row i+1 (a derangement for B > 1): the mismatched-video control."""
+  out = dict(batch)
+  for k in keys:
+    out[k] = np.roll(batch[k], -1, axis=0)
+  return out
+
+
+def _batches(clips: list[inputs.Clip], size: int):
+  for i in range(0, len(clips), size):
+    yield i, clips[i:i + size]
+
+
+def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size: int,
+                     tol_s: float, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  sr = int(run.codec.sample_rate)
+  arms: dict[str, list[onsets.MatchResult]] = {"model": [], "control": [], "codec": []}
+  per_clip = []
+  # Control rows take the next clip's video; rotate over the whole list so the last batch's last
+  # row also gets a different clip's video.
+  videos = [c.prepared for c in clips[1:] + clips[:1]]
+  for start, group in _batches(clips, batch_size):
+    batch = inputs.stack([c.prepared for c in group])
+    control = dict(batch)
+    other = inputs.stack(videos[start:start + len(group)])
+    control["video_features"], control["video_mask"] = other["video_features"], other["video_mask"]
+    key = jax.random.key(seed + start)
+    lat = {"model": run.sample(batch, key), "control": run.sample(control, key)}
+    wavs = {arm: run.decode(v, batch) for arm, v in lat.items()}
+    wavs["codec"] = [run.codec.decode(np.asarray(c.example["audio_latents"])) for c in group]
+    for j, clip in enumerate(group):
+      contacts = np.asarray(_truth(clip)["contact_times_s"], np.float64)
+      row = {"clip_id": clip.example["clip_id"], "contacts_s": contacts.tolist()}
+      for arm in arms:
+        found = onsets.detect_onsets(wavs[arm][j], sr)
+        res = onsets.match_onsets(found, contacts, tol_s)
+        arms[arm].append(res)
+        row[f"{arm}_onsets_s"] = np.asarray(found).tolist()
+      row["model_latents"] = lat["model"][j]
+      per_clip.append(row)
+  summary = {arm: onsets.aggregate(res) for arm, res in arms.items()}
+  summary["bootstrap_model_minus_control"] = onsets.paired_bootstrap_f1(
+    arms["model"], arms["control"], seed=seed)
+  summary["f1_ratio_model_over_control"] = (
+    summary["model"]["f1"] / max(summary["control"]["f1"], 1e-9))
+  summary["num_clips"] = len(clips)
+  summary["tolerance_s"] = tol_s
+  return summary, per_clip
+
+
+def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: int, fps: float,
+                    max_lag: int, seed: int) -> dict[str, Any]:
+  sr = int(run.codec.sample_rate)
+  stats: dict[str, list[dict[str, float]]] = {"model": [], "control": [], "codec": []}
+  boundary_err = []
+  videos = [c.prepared for c in clips[1:] + clips[:1]]
+  for start, group in _batches(clips, batch_size):
+    batch = inputs.stack([c.prepared for c in group])
+    gt_durations = batch["phone_durations"].copy()
+    control = dict(batch)
+    other = inputs.stack(videos[start:start + len(group)])
+    control["video_features"], control["video_mask"] = other["video_features"], other["video_mask"]
+    # Durations from the duration predictor on each arm's own video (never the ground truth).
+    batch["phone_durations"] = run.predict_durations(batch)
+    control["phone_durations"] = run.predict_durations(control)
+    valid = batch["transcript_mask"]
+    err = np.abs(np.cumsum(batch["phone_durations"], -1) - np.cumsum(gt_durations, -1))
+    boundary_err.extend(err[valid].tolist())
+    key = jax.random.key(seed + 10_000 + start)
+    wavs = {"model": run.decode(run.sample(batch, key), batch),
+            "control": run.decode(run.sample(control, key), batch),
+            "codec": [run.codec.decode(np.asarray(c.example["audio_latents"])) for c in group]}
+    for j, clip in enumerate(group):
+      mouth = np.asarray(_truth(clip)["mouth_track"], np.float64)
+      for arm in stats:
+        env = lipsync.audio_envelope(wavs[arm][j], sr, fps)
+        n = min(len(env), len(mouth))
+        stats[arm].append(lipsync.lag_correlation(mouth[:n], env[:n], max_lag=max_lag))
+  summary: dict[str, Any] = {}
+  for arm, rows in stats.items():
+    lags = np.asarray([r["best_lag_frames"] for r in rows], np.float64)
+    summary[arm] = {
+      "corr_at_zero_mean": float(np.mean([r["corr_at_zero"] for r in rows])),
+      "corr_at_best_mean": float(np.mean([r["corr_at_best"] for r in rows])),
+      "median_abs_lag_frames": float(np.median(np.abs(lags))),
+      "frac_abs_lag_le_1": float(np.mean(np.abs(lags) <= 1)),
+    }
+  summary["duration_predictor_boundary_error_frames_median"] = float(np.median(boundary_err))
+  summary["num_clips"] = len(clips)
+  return summary
+
+
+def _bars(path: pathlib.Path, impacts: dict[str, Any], speech: dict[str, Any] | None) -> None:
+  arms = ["model", "control", "codec"]
+  fig, axes = plt.subplots(1, 2 if speech else 1, figsize=(8, 3), squeeze=False)
+  axes[0, 0].bar(arms, [impacts[a]["f1"] for a in arms], color=["C0", "C3", "C2"])
+  axes[0, 0].set_title("impacts: onset F1")
+  if speech:
+    axes[0, 1].bar(arms, [speech[a]["corr_at_zero_mean"] for a in arms], color=["C0", "C3", "C2"])
+    axes[0, 1].set_title("speech: mouth/envelope corr (lag 0)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
+             num_speech: int | None = None) -> dict[str, Any]:
+  """Runs the demo evaluation of `workdir`'s latest checkpoint; writes eval.json and plots."""
+  workdir = pathlib.Path(workdir)
+  run = generate.load_run(workdir)
+  c = run.config
+  info = records.DatasetInfo.load(c.data.dir)
+  lengths = pipeline.lengths_for(info, float(c.data.clip_seconds), int(c.data.max_phones))
+  fps = float(info.rates["video"])
+  n_imp = int(c.sample.num_clips) if num_impacts is None else num_impacts
+  n_sp = max(2, int(c.sample.num_clips) // 2) if num_speech is None else num_speech
+  imp_clips = inputs.heldout_clips(c.data.dir, c.data.test_split, lengths, task="sound",
+                                   limit=n_imp)
+  sp_clips = inputs.heldout_clips(c.data.dir, c.data.test_split, lengths, task="speech",
+                                  limit=n_sp)
+  bs, seed = int(c.sample.batch_size), int(c.sample.seed)
+  tol_s = float(c.eval.onset_tolerance_frames) / fps
+  result: dict[str, Any] = {"workdir": str(workdir), "step": run.step, "weights": run.weights,
+                            "sampler": {k: c.sample[k] for k in ("method", "num_steps",
+                                                                 "cfg_scale", "cfg_scale_speech")}}
+  impacts, per_clip = evaluate_impacts(run, imp_clips, batch_size=bs, tol_s=tol_s, seed=seed)
+  result["impacts"] = impacts
+  speech = None
+  if sp_clips:
+    speech = evaluate_speech(run, sp_clips, batch_size=bs, fps=fps,
+                             max_lag=int(c.eval.max_lag_frames), seed=seed)
+    result["speech"] = speech
+  plots = workdir / "eval_plots"
+  plots.mkdir(exist_ok=True)
+  _bars(plots / "metrics.png", impacts, speech)
+  for row in per_clip[:4]:
+    outputs.save_spectrogram_png(
+      plots / f"onsets_{row['clip_id']}.png", [("generated (own video)", row["model_latents"])],
+      frame_rate=float(run.codec.frame_rate),
+      marks={"contacts": row["contacts_s"], "detected onsets": row["model_onsets_s"]})
+  tmp = workdir / "eval.json.tmp"
+  tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
+  os.replace(tmp, workdir / "eval.json")
+  return result

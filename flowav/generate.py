@@ -1,0 +1,116 @@
+"""Sampling from a trained run: load weights, build conditions, solve the ODE, decode audio.
+
+Library API (also used by `python -m flowav.main sample` and the Colab):
+  run = load_run(workdir)                       # config, model, EMA or raw weights, codec, stats
+  latents = run.sample(batch, key)              # [B, T, C] denormalised codec latents
+  wavs = run.decode(latents, batch)             # list of waveforms, trimmed to valid frames
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+from flax import nnx
+
+from flowav.audio.codec import LatentStats, make_codec
+from flowav.data import schema
+from flowav.flow import guidance, samplers
+from flowav.train import runtime
+from flowav.train import workdir as workdir_lib
+from flowav.train.checkpoint import Checkpointer
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained model ready to sample."""
+  config: mlc.ConfigDict
+  graphdef: nnx.GraphDef
+  params: nnx.State
+  rest: nnx.State
+  weights: str  # 'ema' or 'raw': which weights `params` holds
+  step: int
+  meta: dict[str, Any]
+  codec: Any
+  stats: LatentStats
+
+  @property
+  def model(self) -> nnx.Module:
+    return nnx.merge(self.graphdef, self.params, self.rest)
+
+  def cfg_scale(self, task_id: int) -> float:
+    s = self.config.sample
+    return float(s.cfg_scale_speech if task_id == schema.TASKS["speech"] else s.cfg_scale)
+
+  def predict_durations(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Phone durations from the model's duration predictor, run on the batch's video."""
+    return np.asarray(self.model.predict_durations(dict(batch)))
+
+  def sample(self, batch: Mapping[str, np.ndarray], key: jax.Array, *,
+             cfg_scale: float | None = None) -> np.ndarray:
+    """Generates normalised latents for a padded batch, then denormalises them.
+
+    All rows share one guidance scale (static); by default it is the first row's task's scale.
+    Returns [B, T_a, C_a] codec latents.
+    """
+    scale = self.cfg_scale(int(batch["task_id"][0])) if cfg_scale is None else float(cfg_scale)
+    s = self.config.sample
+    x0 = jax.random.normal(key, np.shape(batch["audio_latents"]), jnp.float32)
+    fn = _sampler(self.graphdef, s.method, int(s.num_steps), scale, float(s.rtol), float(s.atol))
+    x1 = np.asarray(fn(self.params, self.rest, x0, dict(batch)))
+    return self.stats.denormalize(x1)
+
+  def decode(self, latents: np.ndarray, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Waveforms of the valid frames of each row."""
+    out = []
+    for lat, mask in zip(latents, np.asarray(batch["audio_mask"])):
+      out.append(self.codec.decode(lat[: int(mask.sum())]))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _sampler(graphdef: nnx.GraphDef, method: str, num_steps: int, scale: float, rtol: float,
+             atol: float):
+  """One jitted function for the whole sampling loop (conditions built once, outside the ODE)."""
+
+  @jax.jit
+  def run(params, rest, x0, batch):
+    model = nnx.merge(graphdef, params, rest)
+    cond = model.conditions(batch)
+    null = model.null_conditions(cond)
+    apply_fn = lambda x, t, c: model(x, t, c)
+    velocity = guidance.guided_velocity(apply_fn, cond, null, scale)
+    x1, _ = samplers.sample_ode(velocity, x0, method=method, num_steps=num_steps, rtol=rtol,
+                                atol=atol)
+    return x1
+
+  return run
+
+
+def load_run(workdir: str | pathlib.Path, *, use_ema: bool | None = None,
+             step: int | None = None) -> Run:
+  """Loads the latest (or given) checkpoint of `workdir` for sampling on this host's devices."""
+  workdir = pathlib.Path(workdir)
+  config = workdir_lib.load_config(workdir)
+  rt = runtime.make_runtime(config)
+  ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{ckpt.directory} holds no checkpoint: train first")
+  state, meta = ckpt.restore(step, rt.abstract_state, None, rt.meta)
+  ckpt.close()
+  use_ema = bool(config.sample.use_ema) if use_ema is None else use_ema
+  if use_ema and state.ema is not None:
+    params, weights = state.ema, "ema"
+  else:
+    params, weights = state.params, "raw"
+  return Run(config=config, graphdef=rt.graphdef, params=params, rest=state.rest,
+             weights=weights, step=int(step), meta=meta, codec=make_codec(meta["codec"]),
+             stats=LatentStats.from_dict(meta["latent_stats"]))

@@ -1,0 +1,107 @@
+r"""flowav's one entry point: `python -m flowav.main MODE [flags]`.
+
+Modes:
+  build_demo_data --out=DIR                 build flowav-demo offline (deterministic)
+  train  --config=configs/vssflow.py:demo --workdir=DIR [--config.train.num_steps=100]
+  sample --workdir=DIR [--out=DIR] [--video=FILE.mp4 [--transcript="..."]]
+  eval   --workdir=DIR                      metrics against negative controls -> eval.json
+  export --workdir=DIR                      weights (EMA or raw, recorded) -> DIR/export/
+  demo   --config=configs/vssflow.py:demo --workdir=runs/demo   all of the above, end to end
+The logic lives in importable modules (Colab); this file only parses flags and dispatches.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+MODES = ("build_demo_data", "train", "sample", "eval", "export", "demo")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
+_OUT = flags.DEFINE_string("out", None, "Output directory (build_demo_data, sample).")
+_VIDEO = flags.DEFINE_string("video", None, "sample: a video file to generate audio for.")
+_TRANSCRIPT = flags.DEFINE_string("transcript", None, "sample: text to speak (visual TTS).")
+_NUM_CLIPS = flags.DEFINE_integer("num_clips", None, "sample/eval: held-out clips per task.")
+_DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tiny"],
+                               "build_demo_data: dataset size preset.")
+_ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
+                                  "train: resume even though the config changed.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+def _require(flag, mode: str) -> str:
+  if flag.value is None:
+    raise app.UsageError(f"mode {mode!r} needs --{flag.name}")
+  return flag.value
+
+
+def build_demo_data(out: str) -> None:
+  from flowav.data.demo import build  # pylint: disable=g-import-not-at-top
+  cfg = build.preset(_DEMO_SIZE.value)
+  t0 = time.time()
+  info = build.build_demo(out, cfg)
+  logging.info("flowav-demo in %s (%.0f s): %s", out, time.time() - t0,
+               {k: v["num_examples"] for k, v in info.splits.items()})
+
+
+def train(config, workdir: str) -> dict:
+  from flowav.train import loop  # pylint: disable=g-import-not-at-top
+  return loop.train(config, workdir, allow_config_change=_ALLOW_CHANGE.value,
+                    progress=_PROGRESS.value)
+
+
+def sample(workdir: str, out: str | None) -> list[dict]:
+  from flowav import sampling  # pylint: disable=g-import-not-at-top
+  out = out or str(pathlib.Path(workdir) / "samples")
+  if _VIDEO.value:
+    return [sampling.sample_video(workdir, _VIDEO.value, out, transcript=_TRANSCRIPT.value)]
+  if _TRANSCRIPT.value:
+    raise app.UsageError("--transcript needs --video (visual TTS takes the face video)")
+  return sampling.sample_heldout(workdir, out, num_clips=_NUM_CLIPS.value)
+
+
+def evaluate(workdir: str) -> dict:
+  from flowav.eval import demo as demo_eval  # pylint: disable=g-import-not-at-top
+  n = _NUM_CLIPS.value
+  return demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2)
+
+
+def main(argv) -> None:
+  if len(argv) != 2 or argv[1] not in MODES:
+    raise app.UsageError(f"usage: python -m flowav.main MODE [flags]; MODE is one of {MODES}")
+  mode = argv[1]
+  if mode == "build_demo_data":
+    build_demo_data(_require(_OUT, mode))
+  elif mode == "train":
+    if _CONFIG.value is None:
+      raise app.UsageError("mode 'train' needs --config=configs/<model>.py[:variant]")
+    train(_CONFIG.value, _require(_WORKDIR, mode))
+  elif mode == "sample":
+    for s in sample(_require(_WORKDIR, mode), _OUT.value):
+      logging.info("wrote %s", s)
+  elif mode == "eval":
+    evaluate(_require(_WORKDIR, mode))
+  elif mode == "export":
+    from flowav.train import export  # pylint: disable=g-import-not-at-top
+    print(export.export(_require(_WORKDIR, mode)))
+  elif mode == "demo":
+    from flowav import demo  # pylint: disable=g-import-not-at-top
+    if _CONFIG.value is None:
+      raise app.UsageError("mode 'demo' needs --config=configs/vssflow.py:demo")
+    demo.run(_CONFIG.value, _require(_WORKDIR, mode), demo_size=_DEMO_SIZE.value,
+             progress=_PROGRESS.value)
+
+
+def run() -> None:
+  # grain worker processes read absl flags; parsing them here (app.run) keeps them valid.
+  app.run(main)
+
+
+if __name__ == "__main__":
+  sys.exit(run())

@@ -1,0 +1,54 @@
+"""Adaptive LayerNorm conditioning: SiLU -> Dense -> chunks (shift, scale, gate, ...).
+
+DiT/MM-DiT style (audiogen_omni §2.3, flowley §2 "AdaLN"): `LN(x) * (1 + scale) + shift`, residual
+branches multiplied by a gate. Zero-initialised modulation makes every block start as the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+
+from flowav.nn.linear import Dense, Initializer
+
+
+class AdaLNModulation(nnx.Module):
+  """c `[B, Dc]` -> num_chunks arrays `[B, 1, width]`; per-frame c `[B, L, Dc]` -> `[B, L, width]`.
+
+  Param `proj`: Dense(cond_dim -> num_chunks*width, bias), kernel named `axes`
+  (default ('embed', 'mlp')). `zero_init=True` zeros kernel and bias; `kernel_init` overrides the
+  kernel init otherwise (e.g. flowley's N(0, 1e-3)).
+  """
+
+  def __init__(self, cond_dim: int, width: int, num_chunks: int, *, zero_init: bool = True,
+               kernel_init: Initializer | None = None,
+               axes: tuple[str | None, str | None] = ("embed", "mlp"), dtype: Any = None,
+               rngs: nnx.Rngs):
+    if num_chunks <= 0:
+      raise ValueError(f"AdaLNModulation: num_chunks={num_chunks} must be positive")
+    if zero_init:
+      kernel_init = nnx.initializers.zeros_init()
+    self.cond_dim, self.width, self.num_chunks = cond_dim, width, num_chunks
+    self.proj = Dense(cond_dim, num_chunks * width, axes=axes, use_bias=True,
+                      kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+
+  def __call__(self, c: jax.Array) -> tuple[jax.Array, ...]:
+    if c.ndim == 2:
+      c = c[:, None, :]
+    elif c.ndim != 3:
+      raise ValueError(f"AdaLNModulation: c must be [B, Dc] or [B, L, Dc], got shape {c.shape}")
+    mod = self.proj(jax.nn.silu(c))
+    return tuple(jnp.split(mod, self.num_chunks, axis=-1))
+
+
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+  """`x * (1 + scale) + shift`; shift/scale `[B, 1, D]` or `[B, L, D]` against x `[B, L, D]`."""
+  return x * (1 + scale) + shift
+
+
+def gate(x: jax.Array, g: jax.Array) -> jax.Array:
+  """`x * g`: the gated residual branch of an AdaLN block."""
+  return x * g

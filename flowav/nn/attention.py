@@ -1,0 +1,274 @@
+"""Multi-head attention: the grouped (GQA) kernel, self/cross attention, and MM-DiT joint attention.
+
+Grouped KV heads follow torch `repeat_interleave`: query head h reads KV head `h // (H // Hk)`
+(vssflow §2.2: each KV head serves query heads 2h and 2h+1). Joint attention concatenates the
+q/k/v of several streams along the sequence, attends once under one key mask and splits the result
+back (audiogen_omni §2.4, §2.7; flowley §2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowav.nn.linear import Dense
+from flowav.nn.norm import LayerNorm, RMSNorm
+from flowav.nn.rope import RopeConfig, apply_rope
+from flowav.parallel.sharding import constrain
+
+# Finite, so masked logits never turn into inf - inf = NaN (also in the backward pass).
+_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+_HEADS_AXES = ("act_batch", "act_len", "act_heads", None)
+_KV_HEADS_AXES = ("act_batch", "act_kv_len", "act_heads", None)
+
+
+def _grouped_bias(bias: jax.Array, batch: int, heads: int, kv_heads: int, lq: int,
+                  lk: int) -> jax.Array:
+  """Reshapes a bias broadcastable to `[B, H, Lq, Lk]` to broadcast against `[B, Hk, G, Lq, Lk]`."""
+  bias = jnp.asarray(bias)
+  if bias.ndim > 4:
+    raise ValueError(f"dot_product_attention: bias has {bias.ndim} dims, at most 4 allowed")
+  bias = bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
+  try:
+    jnp.broadcast_shapes(bias.shape, (batch, heads, lq, lk))
+  except ValueError as e:
+    raise ValueError(
+      f"dot_product_attention: bias shape {bias.shape} does not broadcast to "
+      f"[B, H, Lq, Lk]={(batch, heads, lq, lk)}") from e
+  if bias.shape[1] == 1:
+    return bias[:, :, None]
+  return bias.reshape(bias.shape[0], kv_heads, heads // kv_heads, *bias.shape[2:])
+
+
+def _grouped_weights(q: jax.Array, k: jax.Array, key_mask: jax.Array | None,
+                     bias: jax.Array | None, scale: float | None) -> jax.Array:
+  """Softmax weights `[B, Hk, G, Lq, Lk]` (float32) of grouped-query attention, checked inputs."""
+  if q.ndim != 4 or k.ndim != 4:
+    raise ValueError(f"dot_product_attention: q, k must be 4-D, got {q.shape}, {k.shape}")
+  batch, lq, heads, head_dim = q.shape
+  lk, kv_heads = k.shape[1], k.shape[2]
+  if k.shape[0] != batch or k.shape[3] != head_dim:
+    raise ValueError(f"dot_product_attention: incompatible q {q.shape} and k {k.shape}")
+  if heads % kv_heads:
+    raise ValueError(f"dot_product_attention: {heads} query heads not divisible by {kv_heads}")
+  scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+
+  qg = q.reshape(batch, lq, kv_heads, heads // kv_heads, head_dim)
+  logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits = logits + _grouped_bias(bias, batch, heads, kv_heads, lq, lk).astype(jnp.float32)
+  if key_mask is not None:
+    if key_mask.shape != (batch, lk):
+      raise ValueError(
+        f"dot_product_attention: key_mask shape {key_mask.shape} != [B, Lk]=({batch}, {lk})")
+    key_mask = key_mask.astype(bool)[:, None, None, None, :]
+    logits = jnp.where(key_mask, logits, _MASK_VALUE)
+
+  row_max = jnp.max(logits, axis=-1, keepdims=True)
+  row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max, 0.0))
+  weights = jnp.exp(logits - row_max)
+  if key_mask is not None:
+    weights = jnp.where(key_mask, weights, 0.0)
+  denom = jnp.sum(weights, axis=-1, keepdims=True)
+  return weights / jnp.where(denom > 0, denom, 1.0)
+
+
+def attention_weights(q: jax.Array, k: jax.Array, *, key_mask: jax.Array | None = None,
+                      bias: jax.Array | None = None, scale: float | None = None) -> jax.Array:
+  """The softmax weights of `dot_product_attention`, float32 `[B, H, Lq, Lk]`.
+
+  Rows sum to 1 over the attended keys, or are all 0 when every key is masked. For models that
+  supervise attention itself (vssflow §2.7: the duration predictor's alignment loss).
+  """
+  weights = _grouped_weights(q, k, key_mask, bias, scale)
+  return weights.reshape(q.shape[0], q.shape[2], q.shape[1], k.shape[1])
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                          key_mask: jax.Array | None = None, bias: jax.Array | None = None,
+                          scale: float | None = None) -> jax.Array:
+  """softmax(q k^T * scale + bias) v with grouped KV heads, without repeating K/V.
+
+  q: `[B, Lq, H, Dh]`; k: `[B, Lk, Hk, Dh]`; v: `[B, Lk, Hk, Dv]`; H % Hk == 0.
+  key_mask: `[B, Lk]` bool, True = attend. bias: broadcastable to `[B, H, Lq, Lk]` (may hold -inf).
+  scale: default `1/sqrt(Dh)`. Softmax runs in float32; a query whose keys are all masked (or all
+  -inf) outputs exactly 0. Returns `[B, Lq, H, Dv]` in v's dtype.
+  """
+  if v.ndim != 4 or v.shape[:3] != k.shape[:3]:
+    raise ValueError(f"dot_product_attention: v {v.shape} does not match k {k.shape}")
+  weights = _grouped_weights(q, k, key_mask, bias, scale)
+  out = jnp.einsum("bhgqk,bkhd->bqhgd", weights.astype(v.dtype), v,
+                   preferred_element_type=jnp.float32)
+  return out.reshape(*q.shape[:3], v.shape[-1]).astype(v.dtype)
+
+
+def _qk_norm(kind: str | None, head_dim: int, eps: float, rngs: nnx.Rngs) -> nnx.Module | None:
+  if kind is None:
+    return None
+  if kind == "rms":
+    return RMSNorm(head_dim, eps=eps, rngs=rngs)
+  if kind == "layer":
+    return LayerNorm(head_dim, eps=eps, rngs=rngs)
+  raise ValueError(f"qk_norm={kind!r} must be 'rms', 'layer' or None")
+
+
+def _maybe_rope(x: jax.Array, rope: RopeConfig | None, positions: jax.Array | None,
+                rope_mask: jax.Array | None) -> jax.Array:
+  if rope is None or positions is None:
+    return x
+  return apply_rope(x, positions, rope, enabled=rope_mask)
+
+
+class Attention(nnx.Module):
+  """Self- or cross-attention with GQA, optional per-head QK-norm, RoPE, key mask and logit bias.
+
+  Params: `q` Dense(q_dim -> H*Dh, ('embed','heads')); `k`, `v` Dense(kv_dim -> Hk*Dh, ('embed' or
+  'kv', 'kv_heads')): 'kv' when a separate context width `kv_dim` is given; `out` Dense(H*Dh ->
+  out_dim, ('heads','embed')) unless `use_out_proj=False` (flowley §2: cross-attention without
+  output Linear; the output is then the concatenated heads `[B, Lq, H*Dh]`); `q_norm`, `k_norm`
+  when `qk_norm` is set. `queries`, `keys_values` and `project_out` expose the three stages for
+  callers that combine them differently (JointAttention, attention-weight supervision).
+  """
+
+  def __init__(self, q_dim: int, num_heads: int, head_dim: int, *, kv_dim: int | None = None,
+               num_kv_heads: int | None = None, out_dim: int | None = None,
+               use_bias: bool = False, qk_norm: str | None = None, qk_norm_eps: float = 1e-6,
+               use_out_proj: bool = True, dtype: Any = None, rngs: nnx.Rngs):
+    num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+    if num_heads <= 0 or head_dim <= 0 or num_kv_heads <= 0 or num_heads % num_kv_heads:
+      raise ValueError(
+        f"Attention: num_heads={num_heads} must be a positive multiple of "
+        f"num_kv_heads={num_kv_heads}, head_dim={head_dim} positive")
+    kv_axis = "embed" if kv_dim is None else "kv"
+    kv_dim = q_dim if kv_dim is None else kv_dim
+    out_dim = q_dim if out_dim is None else out_dim
+    self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+    self.q = Dense(q_dim, num_heads * head_dim, axes=("embed", "heads"), use_bias=use_bias,
+                   dtype=dtype, rngs=rngs)
+    self.k = Dense(kv_dim, num_kv_heads * head_dim, axes=(kv_axis, "kv_heads"),
+                   use_bias=use_bias, dtype=dtype, rngs=rngs)
+    self.v = Dense(kv_dim, num_kv_heads * head_dim, axes=(kv_axis, "kv_heads"),
+                   use_bias=use_bias, dtype=dtype, rngs=rngs)
+    self.out = (Dense(num_heads * head_dim, out_dim, axes=("heads", "embed"), use_bias=use_bias,
+                      dtype=dtype, rngs=rngs) if use_out_proj else None)
+    self.q_norm = _qk_norm(qk_norm, head_dim, qk_norm_eps, rngs)
+    self.k_norm = _qk_norm(qk_norm, head_dim, qk_norm_eps, rngs)
+
+  def queries(self, x: jax.Array, *, rope: RopeConfig | None = None,
+              positions: jax.Array | None = None,
+              rope_mask: jax.Array | None = None) -> jax.Array:
+    """`[B, Lq, q_dim]` -> normed, rotated queries `[B, Lq, H, Dh]`."""
+    q = self.q(x).reshape(*x.shape[:-1], self.num_heads, self.head_dim)
+    if self.q_norm is not None:
+      q = self.q_norm(q)
+    return constrain(_maybe_rope(q, rope, positions, rope_mask), _HEADS_AXES)
+
+  def keys_values(self, context: jax.Array, *, rope: RopeConfig | None = None,
+                  positions: jax.Array | None = None,
+                  rope_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """`[B, Lk, kv_dim]` -> keys and values `[B, Lk, Hk, Dh]` (keys normed and rotated)."""
+    shape = (*context.shape[:-1], self.num_kv_heads, self.head_dim)
+    k = self.k(context).reshape(shape)
+    if self.k_norm is not None:
+      k = self.k_norm(k)
+    k = constrain(_maybe_rope(k, rope, positions, rope_mask), _KV_HEADS_AXES)
+    v = constrain(self.v(context).reshape(shape), _KV_HEADS_AXES)
+    return k, v
+
+  def project_out(self, heads: jax.Array) -> jax.Array:
+    """`[B, L, H, Dh]` -> `[B, L, out_dim]` (or `[B, L, H*Dh]` without an output projection)."""
+    merged = heads.reshape(*heads.shape[:-2], self.num_heads * self.head_dim)
+    return merged if self.out is None else self.out(merged)
+
+  def __call__(self, x: jax.Array, context: jax.Array | None = None, *,
+               key_mask: jax.Array | None = None, bias: jax.Array | None = None,
+               rope: RopeConfig | None = None, q_positions: jax.Array | None = None,
+               k_positions: jax.Array | None = None, q_rope_mask: jax.Array | None = None,
+               k_rope_mask: jax.Array | None = None) -> jax.Array:
+    """x `[B, Lq, q_dim]`, context `[B, Lk, kv_dim]` (None = self-attention) -> `[B, Lq, out_dim]`.
+
+    RoPE rotates q iff `rope` and `q_positions` are given, k iff `rope` and `k_positions` are
+    given: pass only `q_positions` for vssflow's query-only RoPE cross-attention (§2.4).
+    """
+    context = x if context is None else context
+    q = self.queries(x, rope=rope, positions=q_positions, rope_mask=q_rope_mask)
+    k, v = self.keys_values(context, rope=rope, positions=k_positions, rope_mask=k_rope_mask)
+    out = dot_product_attention(q, k, v, key_mask=key_mask, bias=bias)
+    return self.project_out(constrain(out, _HEADS_AXES))
+
+
+def _per_stream(values: Sequence[Any] | None, count: int, name: str) -> list[Any]:
+  if values is None:
+    return [None] * count
+  values = list(values)
+  if len(values) != count:
+    raise ValueError(f"JointAttention: {name} has {len(values)} entries for {count} streams")
+  return values
+
+
+class JointAttention(nnx.Module):
+  """MM-DiT joint attention: every stream has its own projections, all attend in one softmax.
+
+  Params: `streams` (an nnx.List), entry i an `Attention` over stream i's width (paths
+  `streams/<i>/q/kernel`, ...). `use_out_proj` (bool or one per stream) False returns the
+  concatenated heads `[B, L_i, H*Dh]` of that stream, for blocks whose output layer is a conv
+  (audiogen_omni §2.4) or which never use that stream's output (the last, pre-only block).
+  """
+
+  def __init__(self, stream_dims: Sequence[int], num_heads: int, head_dim: int, *,
+               qk_norm: str | None = "rms", qk_norm_eps: float = 1e-6, use_bias: bool = True,
+               use_out_proj: bool | Sequence[bool] = True, dtype: Any = None, rngs: nnx.Rngs):
+    stream_dims = list(stream_dims)
+    if not stream_dims:
+      raise ValueError("JointAttention: stream_dims must name at least one stream")
+    out_flags = ([use_out_proj] * len(stream_dims) if isinstance(use_out_proj, bool)
+                 else _per_stream(use_out_proj, len(stream_dims), "use_out_proj"))
+    self.stream_dims = tuple(stream_dims)
+    self.streams = nnx.List([
+      Attention(dim, num_heads, head_dim, use_bias=use_bias, qk_norm=qk_norm,
+                qk_norm_eps=qk_norm_eps, use_out_proj=bool(flag), dtype=dtype, rngs=rngs)
+      for dim, flag in zip(stream_dims, out_flags, strict=True)])
+
+  def __call__(self, streams: Sequence[jax.Array], *,
+               masks: Sequence[jax.Array | None] | None = None, rope: RopeConfig | None = None,
+               positions: Sequence[jax.Array | None] | None = None,
+               rope_masks: Sequence[jax.Array | None] | None = None) -> list[jax.Array]:
+    """streams: `[B, L_i, D_i]` each; masks: `[B, L_i]` bool (None = all valid) -> `[B, L_i, D_i]`.
+
+    positions: per stream `[B, L_i]` / `[L_i]` floats on the shared time axis, or None for no RoPE
+    on that stream; rope_masks: per stream per-token RoPE on/off. Masked tokens are never attended
+    to.
+    """
+    streams = list(streams)
+    count = len(self.streams)
+    if len(streams) != count:
+      raise ValueError(f"JointAttention: got {len(streams)} streams, built for {count}")
+    masks = _per_stream(masks, count, "masks")
+    positions = _per_stream(positions, count, "positions")
+    rope_masks = _per_stream(rope_masks, count, "rope_masks")
+    batch = streams[0].shape[0]
+    qs, ks, vs, key_masks, lengths = [], [], [], [], []
+    per_stream = zip(self.streams, streams, masks, positions, rope_masks, strict=True)
+    for proj, x, mask, pos, rmask in per_stream:
+      qs.append(proj.queries(x, rope=rope, positions=pos, rope_mask=rmask))
+      k, v = proj.keys_values(x, rope=rope, positions=pos, rope_mask=rmask)
+      ks.append(k)
+      vs.append(v)
+      length = x.shape[1]
+      if mask is not None and mask.shape != (batch, length):
+        raise ValueError(
+          f"JointAttention: mask shape {mask.shape} != [B, L]=({batch}, {length}) of its stream")
+      key_masks.append(jnp.ones((batch, length), bool) if mask is None else mask.astype(bool))
+      lengths.append(length)
+    out = dot_product_attention(
+      jnp.concatenate(qs, axis=1), jnp.concatenate(ks, axis=1), jnp.concatenate(vs, axis=1),
+      key_mask=jnp.concatenate(key_masks, axis=1))
+    splits = np.cumsum(lengths)[:-1].tolist()
+    return [proj.project_out(part)
+            for proj, part in zip(self.streams, jnp.split(out, splits, axis=1), strict=True)]

@@ -1,0 +1,87 @@
+"""Dense layer whose parameters carry logical axis names (DESIGN.md, "Sharding by ... names")."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
+AxisNames = tuple[str | None, ...]
+
+ZEROS: Initializer = nnx.initializers.zeros_init()
+
+
+def torch_uniform_init(fan_in: int) -> Initializer:
+  """PyTorch's default Linear/Conv init: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  VSSFlow spec §2.5 asks for PyTorch-default-like random init.
+  """
+  bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def check_axes(axes: AxisNames, ndim: int, what: str) -> AxisNames:
+  """Checks there is one logical name per dimension and returns the names as a tuple."""
+  axes = tuple(axes)
+  if len(axes) != ndim:
+    raise ValueError(f"{what}: axes={axes} must name each of the {ndim} dims")
+  return axes
+
+
+class Dense(nnx.Module):
+  """y = x @ kernel (+ bias) over the last axis: `[..., in_features] -> [..., out_features]`.
+
+  Params: `kernel` `[in, out]` named `axes`; `bias` `[out]` named `(axes[1],)`.
+  With `dtype` set, inputs and kernel are cast to `dtype`, the dot accumulates in float32
+  (`preferred_element_type`; the fast bf16 path on CPU, stack_notes §6), and the result is `dtype`.
+  """
+
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    *,
+    axes: tuple[str | None, str | None],
+    use_bias: bool = False,
+    kernel_init: Initializer | None = None,
+    bias_init: Initializer = ZEROS,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    if in_features <= 0 or out_features <= 0:
+      raise ValueError(
+        f"Dense: in_features={in_features} and out_features={out_features} must be positive")
+    axes = check_axes(axes, 2, "Dense")
+    self.in_features = in_features
+    self.out_features = out_features
+    self.dtype = dtype
+    kernel_init = kernel_init or torch_uniform_init(in_features)
+    self.kernel = nnx.Param(
+      kernel_init(rngs.params(), (in_features, out_features), param_dtype), out_sharding=axes)
+    self.bias = (
+      nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype), out_sharding=(axes[1],))
+      if use_bias else None)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.shape[-1] != self.in_features:
+      raise ValueError(
+        f"Dense: input last dim {x.shape[-1]} != in_features={self.in_features} (x {x.shape})")
+    kernel = self.kernel[...]
+    if self.dtype is None:
+      y = jnp.dot(x, kernel)
+      return y if self.bias is None else y + self.bias[...]
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype),
+                preferred_element_type=jnp.float32)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(jnp.float32)
+    return y.astype(self.dtype)

@@ -1,0 +1,66 @@
+"""LayerNorm and RMSNorm over the last axis, computed in float32 whatever the input dtype."""
+
+from __future__ import annotations
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+
+
+def _check_dim(x: jax.Array, dim: int, name: str) -> None:
+  if x.shape[-1] != dim:
+    raise ValueError(f"{name}: input last dim {x.shape[-1]} != dim={dim} (x {x.shape})")
+
+
+class LayerNorm(nnx.Module):
+  """`(x - mean) / sqrt(var + eps) * scale + bias` over the last axis: `[..., dim] -> [..., dim]`.
+
+  `use_scale=use_bias=False` gives the affine-free LN that AdaLN blocks modulate
+  (audiogen_omni §2.3, flowley AdaLN). Params `scale` (ones), `bias` (zeros), named ('norm',).
+  """
+
+  def __init__(self, dim: int, *, eps: float = 1e-5, use_scale: bool = True,
+               use_bias: bool = True, rngs: nnx.Rngs | None = None):
+    del rngs  # Deterministic init; accepted so every block has the same constructor shape.
+    if dim <= 0:
+      raise ValueError(f"LayerNorm: dim={dim} must be positive")
+    self.dim = dim
+    self.eps = eps
+    self.scale = (
+      nnx.Param(jnp.ones((dim,), jnp.float32), out_sharding=("norm",)) if use_scale else None)
+    self.bias = (
+      nnx.Param(jnp.zeros((dim,), jnp.float32), out_sharding=("norm",)) if use_bias else None)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check_dim(x, self.dim, "LayerNorm")
+    h = x.astype(jnp.float32)
+    mean = jnp.mean(h, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(h - mean), axis=-1, keepdims=True)
+    h = (h - mean) * jax.lax.rsqrt(var + self.eps)
+    if self.scale is not None:
+      h = h * self.scale[...]
+    if self.bias is not None:
+      h = h + self.bias[...]
+    return h.astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+  """`x / sqrt(mean(x^2) + eps) * scale` over the last axis: `[..., dim] -> [..., dim]`.
+
+  Used per head as QK-norm (flowley §2 "QK-Norm", audiogen_omni §2.4).
+  Param `scale` (ones), ('norm',).
+  """
+
+  def __init__(self, dim: int, *, eps: float = 1e-6, rngs: nnx.Rngs | None = None):
+    del rngs  # Deterministic init.
+    if dim <= 0:
+      raise ValueError(f"RMSNorm: dim={dim} must be positive")
+    self.dim = dim
+    self.eps = eps
+    self.scale = nnx.Param(jnp.ones((dim,), jnp.float32), out_sharding=("norm",))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    _check_dim(x, self.dim, "RMSNorm")
+    h = x.astype(jnp.float32)
+    h = h * jax.lax.rsqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + self.eps)
+    return (h * self.scale[...]).astype(x.dtype)

@@ -1,0 +1,40 @@
+"""Device mesh from `config.mesh`: axes data / fsdp / tensor, -1 meaning "the remaining devices"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def mesh_shape(sizes: dict[str, int], num_devices: int) -> tuple[int, ...]:
+  """Resolves `{'data': -1, 'fsdp': 1, 'tensor': 1}` against the device count."""
+  unknown = set(sizes) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"Unknown mesh axes {sorted(unknown)} in config.mesh; valid: {MESH_AXES}")
+  shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
+  if shape.count(-1) > 1:
+    raise ValueError(f"At most one mesh axis may be -1, got config.mesh={dict(sizes)}")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if -1 in shape:
+    if num_devices % known:
+      raise ValueError(f"config.mesh={dict(sizes)} does not divide {num_devices} devices")
+    shape[shape.index(-1)] = num_devices // known
+  if int(np.prod(shape)) != num_devices:
+    raise ValueError(
+      f"config.mesh={dict(sizes)} needs {int(np.prod(shape))} devices, {num_devices} are available")
+  return tuple(shape)
+
+
+def make_mesh(sizes: dict[str, Any], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a mesh with Auto axis types, so logical sharding constraints apply inside jit."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape({k: int(v) for k, v in dict(sizes).items() if k in MESH_AXES or k not in (
+    "rules",)}, len(devices))
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
+              axis_types=(AxisType.Auto,) * len(MESH_AXES))

@@ -1,0 +1,86 @@
+"""`sample` mode: generate for held-out clips or a user's video; write wav, mp4 and PNG each."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from flowav import generate, outputs
+from flowav.data import inputs, media, pipeline, records, schema
+
+
+def _lengths(run: generate.Run) -> tuple[records.DatasetInfo, pipeline.Lengths]:
+  info = records.DatasetInfo.load(run.config.data.dir)
+  return info, pipeline.lengths_for(info, float(run.config.data.clip_seconds),
+                                    int(run.config.data.max_phones))
+
+
+def _generate(run: generate.Run, clips: list[inputs.Clip], seed: int) -> list[np.ndarray]:
+  """Latents for clips of one task, in batches; speech gets predicted durations first."""
+  out = []
+  bs = int(run.config.sample.batch_size)
+  for i in range(0, len(clips), bs):
+    batch = inputs.stack([c.prepared for c in clips[i:i + bs]])
+    if batch["transcript_mask"].any():
+      batch["phone_durations"] = run.predict_durations(batch)
+    out.extend(run.sample(batch, jax.random.key(seed + i)))
+  return out
+
+
+def sample_heldout(workdir: str | os.PathLike, out: str | os.PathLike, *,
+                   num_clips: int | None = None) -> list[dict[str, Any]]:
+  """Samples the first `num_clips` test clips of each task; returns the manifest rows."""
+  run = generate.load_run(workdir)
+  info, lengths = _lengths(run)
+  n = int(run.config.sample.num_clips) if num_clips is None else num_clips
+  out = pathlib.Path(out)
+  rows = []
+  for task in ("sound", "speech"):
+    clips = inputs.heldout_clips(run.config.data.dir, run.config.data.test_split, lengths,
+                                 task=task, limit=n if task == "sound" else max(1, n // 2))
+    if not clips:
+      continue
+    for clip, lat in zip(clips, _generate(run, clips, int(run.config.sample.seed))):
+      valid = int(clip.prepared["audio_mask"].sum())
+      lat = lat[:valid]
+      wav = run.codec.decode(lat)
+      cid = clip.example["clip_id"]
+      raw = clip.raw_dir / f"{cid}.mp4" if clip.raw_dir else None
+      frames = (media.read_video(str(raw), fps=float(info.rates["video"])).frames
+                if raw is not None and raw.exists() else None)
+      truth_path = clip.raw_dir / f"{cid}.json" if clip.raw_dir else None
+      marks = {}
+      if truth_path is not None and truth_path.exists():
+        truth = json.loads(truth_path.read_text())
+        if "contact_times_s" in truth:
+          marks["contacts"] = truth["contact_times_s"]
+      paths = outputs.write_sample(
+        out, cid, wav, int(run.codec.sample_rate), frames=frames, fps=float(info.rates["video"]),
+        mel=lat, frame_rate=float(run.codec.frame_rate),
+        reference_mel=np.asarray(clip.example["audio_latents"]), marks=marks)
+      rows.append({"clip_id": cid, "task": task, **paths})
+  manifest = {"workdir": str(workdir), "step": run.step, "weights": run.weights, "samples": rows}
+  (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+  return rows
+
+
+def sample_video(workdir: str | os.PathLike, video: str, out: str | os.PathLike, *,
+                 transcript: str | None = None) -> dict[str, Any]:
+  """Generates audio (sound, or speech of `transcript`) for a user's video file."""
+  run = generate.load_run(workdir)
+  info, lengths = _lengths(run)
+  clip = inputs.video_clip(video, info, lengths, float(run.config.data.clip_seconds), transcript)
+  lat = _generate(run, [clip], int(run.config.sample.seed))[0]
+  valid = int(clip.prepared["audio_mask"].sum())
+  lat = lat[:valid]
+  wav = run.codec.decode(lat)
+  frames = media.read_video(video, fps=float(info.rates["video"])).frames
+  task = schema.TASK_NAMES[int(clip.example["task_id"])]
+  return {"task": task, **outputs.write_sample(
+    out, pathlib.Path(video).stem, wav, int(run.codec.sample_rate), frames=frames,
+    fps=float(info.rates["video"]), mel=lat, frame_rate=float(run.codec.frame_rate))}

@@ -1,0 +1,79 @@
+"""orbax checkpoints of the train state + the grain iterator position + run metadata.
+
+`workdir/checkpoints/<step>/` holds three items: `state` (TrainState), `data_iter` (grain
+iterator state, one file per process) and `meta` (JSON: model name and variant, parameter paths
+digest, codec and latent statistics). orbax writes each step to a temporary directory and renames
+it when complete, so a killed save never leaves a directory that `latest_step` would pick up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from flowav.train.state import TrainState, param_paths
+
+
+def params_digest(params: Any) -> str:
+  return hashlib.sha256("\n".join(param_paths(params)).encode()).hexdigest()[:16]
+
+
+class Checkpointer:
+  """Saves and restores (TrainState, data iterator, metadata) under `workdir/checkpoints`."""
+
+  def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
+    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self.manager = ocp.CheckpointManager(
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save),
+    )
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, state: TrainState, data_iter: Any, meta: dict[str, Any], *,
+           force: bool = False) -> None:
+    step = int(jax.device_get(state.step))
+    args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    if data_iter is not None:
+      args["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
+    self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+  def read_meta(self, step: int) -> dict[str, Any]:
+    out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(out.meta)
+
+  def check_compatible(self, step: int, expected: dict[str, Any]) -> dict[str, Any]:
+    """Raises a clear error if the checkpoint at `step` was written by another model."""
+    meta = self.read_meta(step)
+    where = self.directory / str(step)
+    for key in ("model", "params_digest"):
+      if meta.get(key) != expected.get(key):
+        raise ValueError(
+          f"Checkpoint {where} does not fit this config: its {key} is {meta.get(key)!r}, the "
+          f"config builds {expected.get(key)!r} (model {expected.get('model')!r}, variant "
+          f"{expected.get('variant')!r}). Use another --workdir, or the config it was trained with.")
+    return meta
+
+  def restore(self, step: int, abstract_state: TrainState, data_iter: Any,
+              expected_meta: dict[str, Any]) -> tuple[TrainState, dict[str, Any]]:
+    """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs)."""
+    meta = self.check_compatible(step, expected_meta)
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    out = self.manager.restore(step, args=ocp.args.Composite(**args))
+    return out.state, meta
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,200 @@
+"""The training loop: resume, step, log, validate, checkpoint. Reads top to bottom.
+
+Re-running the same command resumes from the last checkpoint (train state + data position) and
+ends bit-identical to an uninterrupted run. SIGTERM (preemption) writes a checkpoint and exits.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections as mlc
+import numpy as np
+import tqdm
+from absl import logging
+
+from flowav.data import pipeline, records
+from flowav.parallel import sharding as shd
+from flowav.train import runtime, summaries
+from flowav.train import step as step_lib
+from flowav.train import workdir as workdir_lib
+from flowav.train.checkpoint import Checkpointer
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def run_meta(rt: runtime.Runtime, info: records.DatasetInfo) -> dict[str, Any]:
+  """What sampling needs besides the weights: codec, latent statistics, rates, vocabularies."""
+  return {**rt.meta, "codec": info.codec, "latent_stats": info.latent_stats,
+          "rates": info.rates, "dims": info.dims, "vocab": info.vocab}
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: jax.sharding.Mesh, rules) -> dict:
+  """Assembles this process's rows into global arrays sharded over the batch axes."""
+  return {k: jax.make_array_from_process_local_data(shd.batch_sharding(mesh, rules, v.ndim), v)
+          for k, v in local.items()}
+
+
+# config.model key -> where the dataset states the same fact (dataset_info.json).
+_DATA_FACTS = {"audio_channels": ("dims", "audio"), "video_dim": ("dims", "video"),
+               "speaker_dim": ("dims", "speaker"), "audio_rate": ("rates", "audio"),
+               "video_rate": ("rates", "video")}
+
+
+def check_data_fits_model(config: mlc.ConfigDict, info: records.DatasetInfo,
+                          lengths: pipeline.Lengths) -> None:
+  """Fails early, naming the config key and the dataset file, when model and data disagree."""
+  where = f"{config.data.dir}/{records.INFO_FILE}"
+  for key, (section, name) in _DATA_FACTS.items():
+    if key in config.model and name in getattr(info, section):
+      want, have = float(config.model[key]), float(getattr(info, section)[name])
+      if abs(want - have) > 1e-6 * max(1.0, abs(have)):
+        raise ValueError(f"config.model.{key}={want:g} but {where} has {section}.{name}={have:g}")
+  if "phone_vocab" in config.model and "phone_vocab" in info.dims:
+    if int(config.model.phone_vocab) < int(info.dims["phone_vocab"]):
+      raise ValueError(f"config.model.phone_vocab={config.model.phone_vocab} is smaller than "
+                       f"{where} dims.phone_vocab={info.dims['phone_vocab']}")
+  if "max_frames" in config.model and lengths.audio > int(config.model.max_frames):
+    raise ValueError(f"config.data.clip_seconds={config.data.clip_seconds} gives {lengths.audio} "
+                     f"audio frames; config.model.max_frames={config.model.max_frames} is too small")
+
+
+def make_data(config: mlc.ConfigDict, split: str, *, train: bool) -> Any:
+  info = records.DatasetInfo.load(config.data.dir)
+  lengths = pipeline.lengths_for(info, float(config.data.clip_seconds),
+                                 int(config.data.max_phones))
+  check_data_fits_model(config, info, lengths)
+  ds = pipeline.make_dataset(
+    config.data.dir, split, lengths=lengths, global_batch=int(config.data.batch_size),
+    seed=int(config.train.seed), shuffle=train, repeat=train,
+    random_crop=bool(config.data.random_crop) and train,
+    process_index=jax.process_index(), process_count=jax.process_count())
+  return info, ds
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop polls, so it can checkpoint before exiting."""
+
+  def __init__(self):
+    self.requested = False
+    self._prev = None
+
+  def __enter__(self):
+    try:
+      self._prev = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. inside a notebook worker): no handler
+      self._prev = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._prev is not None:
+      signal.signal(signal.SIGTERM, self._prev)
+
+
+def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
+          allow_config_change: bool = False, progress: bool = True) -> dict[str, float]:
+  """Trains (or resumes) the run in `workdir`. Returns the last logged metrics."""
+  workdir = pathlib.Path(workdir)
+  changed = workdir_lib.save_or_check_config(workdir, config, allow_change=allow_config_change)
+  if changed:
+    logging.warning("Config keys changed since the last run (accepted): %s", changed)
+  rt = runtime.make_runtime(config)
+  info, train_ds = make_data(config, config.data.train_split, train=True)
+  data_iter = pipeline.to_iterator(train_ds, num_threads=int(config.data.num_threads),
+                                   prefetch=int(config.data.prefetch))
+  meta = run_meta(rt, info)
+  ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
+  latest = ckpt.latest_step()
+  if latest is None:
+    state = rt.init_state()
+    logging.info("Initialised a new run in %s", workdir)
+  else:
+    state, _ = ckpt.restore(latest, rt.abstract_state, data_iter, meta)
+    logging.info("Resumed %s from step %d", workdir, latest)
+
+  cfg = step_lib.step_config(config)
+  batch_sh = None  # shardings are carried by the global arrays themselves
+  train_step = jax.jit(
+    functools.partial(step_lib.train_step, graphdef=rt.graphdef, tx=rt.tx, cfg=cfg),
+    in_shardings=(rt.state_shardings, batch_sh), out_shardings=(rt.state_shardings, None),
+    donate_argnums=0)
+  eval_step = jax.jit(functools.partial(step_lib.eval_step, graphdef=rt.graphdef, cfg=cfg))
+
+  num_steps = int(config.train.num_steps)
+  start = int(jax.device_get(state.step))
+  writer = summaries.Writer(workdir / "tb") if jax.process_index() == 0 else None
+  deadline = (time.time() + 60 * float(config.train.max_minutes)
+              if float(config.train.max_minutes) > 0 else None)
+  last_logged: dict[str, float] = {}
+  last_checked = start
+  bar = tqdm.tqdm(total=num_steps, initial=start, desc="train", disable=not progress,
+                  dynamic_ncols=True)
+  t_last, steps_since = time.time(), 0
+  with _Preemption() as preempt, jax.set_mesh(rt.mesh), shd.use_mesh(rt.mesh, rt.rules):
+    step = start
+    while step < num_steps:
+      batch = global_batch(next(data_iter), rt.mesh, rt.rules)
+      state, metrics = train_step(state, batch)
+      step += 1
+      steps_since += 1
+      bar.update(1)
+      is_last = step == num_steps
+      stop = preempt.requested or (deadline is not None and time.time() > deadline)
+      if step % int(config.train.log_every) == 0 or is_last or stop:
+        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not np.isfinite(host["loss"]):
+          raise NonFiniteLossError(
+            f"Loss became {host['loss']} somewhere within steps ({last_checked}, {step}]; the "
+            f"last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept.")
+        last_checked = step
+        now = time.time()
+        host["steps_per_sec"] = steps_since / max(now - t_last, 1e-9)
+        host["lr"] = float(runtime.optim.make_schedule(config.optim, num_steps)(step))
+        t_last, steps_since = now, 0
+        last_logged = host
+        bar.set_postfix(loss=f"{host['loss']:.4f}")
+        if writer:
+          writer.scalars(step, {f"train/{k}": v for k, v in host.items()})
+      if step % int(config.train.eval_every) == 0 or is_last:
+        val = validation_loss(config, rt, state, eval_step)
+        if writer:
+          writer.scalars(step, {f"validation/{k}": v for k, v in val.items()})
+        last_logged.update({f"val_{k}": v for k, v in val.items()})
+      if step % int(config.train.checkpoint_every) == 0 or is_last or stop:
+        ckpt.save(state, data_iter, meta)
+      if stop and not is_last:
+        logging.warning("Stopping at step %d (%s); rerun the same command to resume.", step,
+                        "SIGTERM" if preempt.requested else "train.max_minutes reached")
+        break
+  bar.close()
+  ckpt.close()
+  if writer:
+    summaries.log_samples(writer, config, rt, state, info, step)
+    writer.close()
+  return last_logged
+
+
+def validation_loss(config: mlc.ConfigDict, rt: runtime.Runtime, state, eval_step) -> dict:
+  """Mean validation metrics over the first `train.num_eval_batches` batches, fixed noise."""
+  _, ds = make_data(config, config.data.eval_split, train=False)
+  n = min(int(config.train.num_eval_batches), len(ds))
+  params = state.ema if state.ema is not None else state.params
+  totals: dict[str, float] = {}
+  for i in range(n):
+    batch = global_batch(ds[i], rt.mesh, rt.rules)
+    m = jax.device_get(eval_step(params, state.rest, batch, jax.random.key(i)))
+    for k, v in m.items():
+      totals[k] = totals.get(k, 0.0) + float(v) / n
+  return {k: v for k, v in totals.items() if not k.startswith("count/")}
+

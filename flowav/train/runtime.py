@@ -1,0 +1,87 @@
+"""Model and train-state construction under a mesh, shared by training, sampling and export.
+
+Parameters are born sharded: the state is traced abstractly (`jax.eval_shape`), its logical axis
+names are mapped to NamedShardings by the rules table, and a jitted init writes each parameter
+directly onto its devices (big_vision's train.py pattern).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+from flax import nnx
+
+from flowav import models
+from flowav.parallel import mesh as mesh_lib
+from flowav.parallel import rules as rules_lib
+from flowav.train import optim
+from flowav.train.checkpoint import params_digest
+from flowav.train.state import TrainState, split_model, tree_shardings
+
+_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def model_kwargs(config: mlc.ConfigDict) -> dict[str, Any]:
+  """`config.model` as the model's registry entry expects it (variant + overriding fields)."""
+  kw = config.model.to_dict()
+  dtype = config.train.compute_dtype
+  if dtype not in _DTYPES:
+    raise ValueError(f"Unknown config.train.compute_dtype={dtype!r}; valid: {sorted(_DTYPES)}")
+  if "dtype" in kw:
+    kw["dtype"] = _DTYPES[dtype]
+  return kw
+
+
+def build_model(config: mlc.ConfigDict, seed: int = 0) -> nnx.Module:
+  return models.build_model(model_kwargs(config), rngs=nnx.Rngs(seed))
+
+
+@dataclasses.dataclass
+class Runtime:
+  """Everything static about a run: mesh, rules, model structure, optimizer."""
+  config: mlc.ConfigDict
+  mesh: jax.sharding.Mesh
+  rules: rules_lib.Rules
+  graphdef: nnx.GraphDef
+  tx: Any
+  abstract_state: TrainState  # ShapeDtypeStructs carrying shardings (restore target)
+  state_shardings: Any
+  meta: dict[str, Any]
+
+  def init_state(self) -> TrainState:
+    """Fresh parameters, optimizer and EMA, created directly with their shardings."""
+    init = jax.jit(_init_fn(self.config, self.tx), out_shardings=self.state_shardings)
+    with jax.set_mesh(self.mesh):
+      return init(jax.random.key(int(self.config.train.seed)))
+
+
+def _init_fn(config: mlc.ConfigDict, tx: Any):
+  def init(key: jax.Array) -> TrainState:
+    k_model, k_state = jax.random.split(key)
+    model = models.build_model(model_kwargs(config), rngs=nnx.Rngs(k_model))
+    _, params, rest = split_model(model)
+    ema = params if float(config.train.ema_decay) > 0 else None
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
+                      opt_state=tx.init(params), ema=ema, rng=jax.random.key_data(k_state))
+  return init
+
+
+def make_runtime(config: mlc.ConfigDict, devices: list | None = None) -> Runtime:
+  mesh = mesh_lib.make_mesh({k: config.mesh[k] for k in mesh_lib.MESH_AXES}, devices)
+  rules = rules_lib.get_rules(config.mesh.rules)
+  tx = optim.make_optimizer(config.optim, int(config.train.num_steps))
+  abstract = jax.eval_shape(_init_fn(config, tx), jax.random.key(0))
+  shardings = tree_shardings(abstract, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  graphdef, _, _ = split_model(nnx.eval_shape(lambda: build_model(config)))
+  meta = {
+    "model": config.model.name,
+    "variant": config.model.variant,
+    "params_digest": params_digest(abstract.params),
+  }
+  return Runtime(config, mesh, rules, graphdef, tx, abstract, shardings, meta)

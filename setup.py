@@ -1,0 +1,53 @@
+"""flowav: flow-matching audio (and audio+video) generation from video, text and transcripts, in JAX."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+# Pinned working ranges: every listed lower bound was installed and tested together on Python 3.11
+# (see ../shared/notes/stack_notes.md); upper bounds stop silent jumps across breaking releases.
+CORE = [
+  "jax>=0.10.2,<0.11",
+  "jaxlib>=0.10.2,<0.11",
+  "flax>=0.12.8,<0.13",
+  "optax>=0.2.8,<0.3",
+  "orbax-checkpoint>=0.12.8,<0.13",
+  "grain>=0.2.18,<0.3",
+  "array-record>=0.8.6,<0.9",
+  "tensorflow-datasets>=4.9.10,<5",
+  "importlib_resources>=7.1,<8",  # tfds imports it lazily on Python >= 3.9 without declaring it
+  "einops>=0.8.2,<0.9",
+  "ml_collections>=1.1.0,<2",
+  "absl-py>=2.5.1,<3",
+  "numpy>=2.4,<2.5",
+  "scipy>=1.17,<1.18",
+  "diffrax>=0.7.2,<0.8",
+  "soundfile>=0.14.0,<0.15",
+  "av>=18.1,<19",
+  "tensorboardX>=2.6.5,<2.7",
+  "matplotlib>=3.11,<3.12",
+  "tqdm>=4.70,<5",
+]
+
+EXTRAS = {
+  "test": ["pytest>=8,<10", "pytest-xdist>=3.8,<4", "ruff>=0.17,<0.18"],
+  # Media tools beyond the core (PyAV and soundfile are core): image resizing for user videos.
+  "media": ["pillow>=11,<13"],
+  # Accelerators: the jax plugin pinned to the core jax range.
+  "cuda12": ["jax[cuda12]>=0.10.2,<0.11"],
+  "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+}
+
+setup(
+  name="flowav",
+  version="0.1.0",
+  description=__doc__,
+  long_description=pathlib.Path(__file__).with_name("README.md").read_text(),
+  long_description_content_type="text/markdown",
+  license="Apache-2.0",
+  packages=find_packages(include=["flowav", "flowav.*", "configs"]),
+  package_data={"flowav": ["data/demo/*.md"]},
+  python_requires=">=3.11",
+  install_requires=CORE,
+  extras_require=EXTRAS,
+)

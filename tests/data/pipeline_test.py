@@ -1,0 +1,138 @@
+"""grain pipeline: global indexing, crop/pad with masks, resumable position, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flowav.audio.codec import LatentStats
+from flowav.data import pipeline, records, schema
+
+RATES = {"audio": 20.0, "video": 5.0}
+
+
+def _example(i: int, frames: int, speech: bool) -> dict:
+  rng = np.random.default_rng(i)
+  ex = {
+    "clip_id": f"clip-{i}", "task_id": np.int32(schema.TASKS["speech" if speech else "sound"]),
+    "start_s": np.float32(0), "duration_s": np.float32(frames / RATES["audio"]),
+    "audio_latents": rng.standard_normal((frames, 3)).astype(np.float32) + i,
+    "audio_mask": np.ones((frames,), bool),
+    "video_features": np.full((frames // 4, 2), i, np.float32),
+    "video_mask": np.ones((frames // 4,), bool),
+  }
+  if speech:
+    ex.update(transcript_ids=np.array([1, 2, 3], np.int32), transcript_mask=np.ones(3, bool),
+              phone_durations=np.array([4, 8, frames - 12], np.int32),
+              speaker_embedding=np.ones(4, np.float32), speaker_mask=np.asarray(True))
+  return ex
+
+
+def _dataset(tmp_path, n=10, frames=40):
+  names = []
+  for k in range(2):
+    recs = [records.encode_example(_example(i, frames, i % 2 == 1)) for i in range(k, n, 2)]
+    name = records.shard_name("train", k, 2)
+    records.write_shard(tmp_path / name, recs)
+    names.append(name)
+  stats = LatentStats(np.zeros(3, np.float32), np.ones(3, np.float32))
+  records.DatasetInfo(name="t", codec={"name": "mel"}, latent_stats=stats.to_dict(), rates=RATES,
+                      dims={"audio": 3, "video": 2, "speaker": 4},
+                      splits={"train": {"num_examples": n, "shards": names}}).save(tmp_path)
+  return records.DatasetInfo.load(tmp_path)
+
+
+def test_crop_and_pad_keeps_streams_aligned_and_masks_padding():
+  ex = _example(1, 40, speech=True)
+  lengths = pipeline.Lengths(audio=48, video=12, phones=5, speaker_dim=4, video_dim=2, audio_dim=3)
+  out = pipeline.crop_and_pad(ex, lengths, RATES)
+  assert out["audio_latents"].shape == (48, 3) and out["audio_mask"].sum() == 40
+  assert not out["audio_latents"][40:].any()
+  assert out["video_mask"].sum() == 10 and out["transcript_mask"].tolist() == [1, 1, 1, 0, 0]
+  # A crop starting 8 audio frames in moves video by 2 frames and trims the first phones.
+  lengths = pipeline.Lengths(audio=20, video=5, phones=5, speaker_dim=4, video_dim=2, audio_dim=3)
+  out = pipeline.crop_and_pad(ex, lengths, RATES, offset_frames=8)
+  assert out["phone_durations"].tolist() == [4, 16, 0, 0, 0]
+  assert out["transcript_ids"].tolist() == [2, 3, 0, 0, 0]
+  assert out["phone_durations"].sum() == 20
+  np.testing.assert_allclose(out["start_s"], 8 / RATES["audio"])
+
+
+def test_absent_streams_are_zero_with_false_masks():
+  lengths = pipeline.Lengths(audio=40, video=10, phones=4, speaker_dim=4, video_dim=2, audio_dim=3)
+  out = pipeline.crop_and_pad(_example(0, 40, speech=False), lengths, RATES)
+  assert not out["transcript_mask"].any() and not out["speaker_mask"]
+  assert out["transcript_ids"].shape == (4,) and out["speaker_embedding"].shape == (4,)
+
+
+def test_global_indexing_is_independent_of_process_count(tmp_path):
+  _dataset(tmp_path)
+  lengths = pipeline.Lengths(audio=40, video=10, phones=4, speaker_dim=4, video_dim=2, audio_dim=3)
+  one = pipeline.make_dataset(str(tmp_path), "train", lengths=lengths, global_batch=4, seed=3)
+  parts = [pipeline.make_dataset(str(tmp_path), "train", lengths=lengths, global_batch=4, seed=3,
+                                 process_index=p, process_count=2) for p in range(2)]
+  for b in range(6):  # crosses an epoch boundary (10 records, 4 per batch)
+    whole = one[b]["record_index"]
+    split = np.concatenate([parts[0][b]["record_index"], parts[1][b]["record_index"]])
+    np.testing.assert_array_equal(whole, split)
+  epoch0 = np.concatenate([one[b]["record_index"] for b in range(2)]).tolist() + \
+    one[2]["record_index"][:2].tolist()
+  assert sorted(epoch0) == list(range(10)), "each epoch visits every record once"
+
+
+def test_iterator_state_resumes_exactly(tmp_path):
+  _dataset(tmp_path)
+  lengths = pipeline.Lengths(audio=40, video=10, phones=4, speaker_dim=4, video_dim=2, audio_dim=3)
+  make = lambda: pipeline.to_iterator(pipeline.make_dataset(
+    str(tmp_path), "train", lengths=lengths, global_batch=2, seed=0), num_threads=1)
+  it = make()
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = next(it)
+  fresh = make()
+  fresh.set_state(state)
+  got = next(fresh)
+  for k in expected:
+    np.testing.assert_array_equal(expected[k], got[k])
+
+
+def test_missing_required_key_names_key_and_file(tmp_path):
+  ex = _example(0, 40, speech=False)
+  del ex["audio_mask"]
+  records.write_shard(tmp_path / records.shard_name("train", 0, 1), [records.encode_example(ex)])
+  stats = LatentStats(np.zeros(3, np.float32), np.ones(3, np.float32))
+  records.DatasetInfo(name="t", codec={}, latent_stats=stats.to_dict(), rates=RATES,
+                      dims={"audio": 3, "video": 2},
+                      splits={"train": {"num_examples": 1,
+                                        "shards": [records.shard_name("train", 0, 1)]}}
+                      ).save(tmp_path)
+  lengths = pipeline.Lengths(audio=40, video=10, phones=4, speaker_dim=0, video_dim=2, audio_dim=3)
+  ds = pipeline.make_dataset(str(tmp_path), "train", lengths=lengths, global_batch=1, seed=0)
+  with pytest.raises(schema.SchemaError, match=r"record 0: missing required key 'audio_mask'"):
+    ds[0]
+
+
+def test_wrong_shape_and_unknown_key_are_named():
+  ex = _example(0, 40, speech=False)
+  ex["audio_latents"] = ex["audio_latents"][0]
+  with pytest.raises(schema.SchemaError, match="'audio_latents' has shape"):
+    schema.validate_example(ex, source="f.array_record record 3")
+  ex = _example(0, 40, speech=False)
+  ex["audio_latent"] = ex.pop("audio_latents")
+  with pytest.raises(schema.SchemaError, match="audio_latent"):
+    schema.validate_example(ex)
+
+
+def test_missing_dataset_info_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="dataset_info.json"):
+    records.DatasetInfo.load(tmp_path)
+
+
+def test_duration_matrix_one_hot_rows():
+  d = schema.duration_matrix(np.array([2, 0, 3]), 6)
+  assert d.shape == (6, 3)
+  assert d.sum(1).tolist() == [1, 1, 1, 1, 1, 0]
+  assert d[:, 1].sum() == 0
+  frames = np.array([0, 0, 2, 2, 2, -1])
+  np.testing.assert_array_equal(schema.durations_from_frame_phones(frames, 3), [2, 0, 3])
