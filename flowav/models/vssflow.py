@@ -319,8 +319,7 @@ class VSSFlow(nnx.Module):
   def context(self, cond: Cond) -> tuple[jax.Array, jax.Array]:
     """Cross-attention tokens `[speaker; video]` `[B, 1+T, ctx_dim]`, key mask `[B, 1+T]`."""
     speaker = self.speaker_proj(cond["speaker"])[:, None]
-    ctx = jnp.concatenate([speaker.astype(jnp.float32),
-                           self.video_proj(cond["video"]).astype(jnp.float32)], axis=1)
+    ctx = jnp.concatenate([speaker, self.video_proj(cond["video"])], axis=1)
     always = jnp.ones((ctx.shape[0], 1), bool)
     return ctx, jnp.concatenate([always, cond["video_mask"].astype(bool)], axis=1)
 
@@ -350,22 +349,24 @@ class VSSFlow(nnx.Module):
 
   # --- duration predictor -----------------------------------------------------------------------
 
-  def duration_attention(self, batch: Mapping[str, Any]) -> jax.Array:
-    """The predictor's soft alignment A `[B, T_a, L_p]` over the valid phones (spec §2.7)."""
+  def _predictor_inputs(self, batch: Mapping[str, Any]) -> tuple[jax.Array, ...]:
+    """Phone ids `[B, P]`, phone mask, lip features `[B, T_a, D_v]`, frame mask (audio & video)."""
     lip, lip_mask = self._video_on_audio_grid(batch)
-    frame_mask = lip_mask & jnp.asarray(batch["audio_mask"], bool)
     phone_mask = jnp.asarray(batch["transcript_mask"], bool)
     ids = jnp.where(phone_mask, jnp.asarray(batch["transcript_ids"], jnp.int32), 0)
-    return self.duration_predictor(ids, phone_mask, lip, frame_mask)
+    return ids, phone_mask, lip, lip_mask & jnp.asarray(batch["audio_mask"], bool)
+
+  def duration_attention(self, batch: Mapping[str, Any]) -> jax.Array:
+    """The predictor's soft alignment A `[B, T_a, L_p]` over the valid phones (spec §2.7)."""
+    return self.duration_predictor(*self._predictor_inputs(batch))
 
   def auxiliary_loss(self, batch: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Duration-predictor loss (spec §2.7) on frames with audio and video of rows with a
     transcript; 0 when there are none. Touches only `duration_predictor` parameters."""
-    _, lip_mask = self._video_on_audio_grid(batch)
-    rows = lip_mask & jnp.asarray(batch["audio_mask"], bool)
-    phone_mask = jnp.asarray(batch["transcript_mask"], bool)
+    ids, phone_mask, lip, frame_mask = self._predictor_inputs(batch)
+    weights = self.duration_predictor(ids, phone_mask, lip, frame_mask)
     frames = jnp.where(phone_mask, jnp.asarray(batch["phone_durations"], jnp.int32), 0)
-    loss = alignment_loss(self.duration_attention(batch), frames, rows, beta=self.cfg.dp_loss_beta)
+    loss = alignment_loss(weights, frames, frame_mask, beta=self.cfg.dp_loss_beta)
     return loss, {"duration_loss": loss}
 
   def predict_durations(self, batch: Mapping[str, Any]) -> np.ndarray:

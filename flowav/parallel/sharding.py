@@ -50,7 +50,10 @@ def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
 
 def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
   """NamedShardings for an nnx.State (or pytree of them) whose Variables carry logical names."""
-  specs = nnx.get_partition_spec(abstract_state)
+  # Outside any rules context, so get_partition_spec returns the logical names themselves (inside
+  # `use_mesh` it would already have mapped them to mesh axes).
+  with nn.logical_axis_rules(()):
+    specs = nnx.get_partition_spec(abstract_state)
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 

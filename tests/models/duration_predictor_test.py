@@ -152,14 +152,14 @@ def test_training_lowers_the_duration_loss():
   tx = optax.adam(3e-3)
 
   @jax.jit
-  def step(p, opt):
-    loss, g = _loss_and_grads(graphdef, p, rest, batch)
-    updates, opt = tx.update(g, opt, p)
-    return optax.apply_updates(p, updates), opt, loss
+  def update(grads, opt, params):
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), opt
 
-  opt = tx.init(params)
+  opt = jax.jit(tx.init)(params)
   losses = []
-  for _ in range(60):
-    params, opt, loss = step(params, opt)
+  for _ in range(40):
+    loss, grads = _loss_and_grads(graphdef, params, rest, batch)
+    params, opt = update(grads, opt, params)
     losses.append(float(loss))
-  assert losses[-1] < 0.5 * losses[0], losses[::10]
+  assert losses[-1] < 0.3 * losses[0], losses[::10]

@@ -141,7 +141,7 @@ def make_speech_clip(seed: np.random.SeedSequence | np.random.Generator, cfg: De
     "subset": "speech", "voice": voice.name, "text": text, "offset_s": offset_s,
     "phones": [{"phone": p, "start_s": round(float(s), 6), "end_s": round(float(e), 6),
                 "frames": int(d)} for p, s, e, d in zip(phones, starts, ends_clip, durations)],
-    "mouth_open": np.round(mouth, 4).tolist(),
+    "mouth_open": np.round(mouth.astype(np.float64), 4).tolist(),
   }
   return {
     "frames": frames, "wav": wav, "caption": voice.caption, "transcript": text,
