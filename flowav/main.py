@@ -12,6 +12,7 @@ The logic lives in importable modules (Colab); this file only parses flags and d
 
 from __future__ import annotations
 
+import logging as std_logging
 import pathlib
 import sys
 import time
@@ -98,7 +99,16 @@ def main(argv) -> None:
              progress=_PROGRESS.value)
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO chatter of orbax / grain (one line per file op) from flowav's log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    noisy = any(s in record.pathname for s in ("/orbax/", "/grain/", "/etils/"))
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
 def run() -> None:
+  std_logging.getLogger("absl").addFilter(_QuietLibraries())
   # grain worker processes read absl flags; parsing them here (app.run) keeps them valid.
   app.run(main)
 

@@ -60,17 +60,19 @@ def stack(prepared: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def phonemize(text: str, vocab: list[str]) -> np.ndarray:
   """ARPAbet phone ids of `text` via flite (a separate program; BSD-like licence).
 
-  Ids follow the dataset's vocabulary (`DatasetInfo.vocab['phones']`, id = index + 1, 0 = pad).
+  Ids follow the dataset's vocabulary (`DatasetInfo.vocab['phones']`: position = id, 0 = pad),
+  with flite's extra phones mapped as the demo builder maps them.
   """
+  from flowav.data.demo import speech  # pylint: disable=g-import-not-at-top
   if shutil.which("flite") is None:
     raise RuntimeError("--transcript needs the `flite` program: apt-get install -y flite")
   text = " ".join(text.split())
   if not text:
     raise ValueError("--transcript is empty")
-  res = subprocess.run(["flite", "-t", text, "-o", "none", "-ps"], capture_output=True,
+  res = subprocess.run(["flite", "-t", text, "-o", "none", "-psdur"], capture_output=True,
                        text=True, check=True, timeout=60)
-  phones = res.stdout.split()
-  index = {p: i + 1 for i, p in enumerate(vocab)}
+  phones, _ = speech.parse_phone_durations(res.stdout, f"--transcript {text!r}")
+  index = {p: i for i, p in enumerate(vocab) if i > 0}
   unknown = sorted({p for p in phones if p not in index})
   if unknown:
     raise ValueError(f"--transcript {text!r}: phones {unknown} are not in the model's vocabulary")

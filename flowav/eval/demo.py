@@ -65,6 +65,8 @@ def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size:
     wavs["codec"] = [run.codec.decode(np.asarray(c.example["audio_latents"])) for c in group]
     for j, clip in enumerate(group):
       contacts = np.asarray(_truth(clip)["contact_times_s"], np.float64)
+      window_s = float(clip.prepared["audio_mask"].sum()) / float(run.codec.frame_rate)
+      contacts = contacts[contacts < window_s]  # contacts inside the generated window
       row = {"clip_id": clip.example["clip_id"], "contacts_s": contacts.tolist()}
       for arm in arms:
         found = onsets.detect_onsets(wavs[arm][j], sr)
@@ -106,7 +108,7 @@ def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: 
             "control": run.decode(run.sample(control, key), batch),
             "codec": [run.codec.decode(np.asarray(c.example["audio_latents"])) for c in group]}
     for j, clip in enumerate(group):
-      mouth = np.asarray(_truth(clip)["mouth_track"], np.float64)
+      mouth = np.asarray(_truth(clip)["mouth_open"], np.float64)
       for arm in stats:
         env = lipsync.audio_envelope(wavs[arm][j], sr, fps)
         n = min(len(env), len(mouth))

@@ -7,10 +7,10 @@ partial RoPE, cross-attention to `[speaker token; video frames]` (GQA, RoPE on t
 §2.4), and a SwiGLU. The duration predictor (§2.7, `duration_predictor.py`) is a separate submodule
 trained by `auxiliary_loss`; it shares no parameters with the DiT.
 
-Deviations, each a documented option: with `xattn_rope_q_only=False` the cross-attention keys are
-rotated too, video token k at the position k+1 of its audio frame (the speaker token is not
-rotated). Cross-attention masks padded video frames (the speaker slot is always attended to); the
-spec's DiT has no masks (§2.3) because its clips are always padded to 10 s.
+Departures from the spec: (1) the option `xattn_rope_q_only=False` rotates the cross-attention keys
+too, video token k at the position k+1 of its audio frame (the speaker token is not rotated);
+(2) cross-attention ignores padded video frames (the speaker slot is always attended to), where the
+spec's DiT uses no masks (§2.3); (3) CFG dropout is drawn per sample (allowed by §3).
 """
 
 from __future__ import annotations
@@ -24,19 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowav import nn
 from flowav.data import schema
 from flowav.models.duration_predictor import DurationPredictor, alignment_loss
 from flowav.models.duration_predictor import durations_from_attention as _durations
-from flowav.nn import (
-  Attention,
-  Dense,
-  Embed,
-  LayerNorm,
-  RopeConfig,
-  Stack,
-  SwiGLU,
-  TimestepEmbedder,
-)
 from flowav.parallel.sharding import constrain
 
 Cond = dict[str, jax.Array]
@@ -147,18 +138,18 @@ def nearest_indices(num_src: int, num_dst: int, src_rate: float, dst_rate: float
   return np.minimum(np.floor(i * src_rate / dst_rate), num_src - 1).astype(np.int32)
 
 
-def _check_width(x: jax.Array, ndim: int, width: int, key: str) -> None:
+def _check_width(x: jax.Array, ndim: int, width: int, what: str) -> None:
   if x.ndim != ndim or x.shape[-1] != width:
-    raise ValueError(f"VSSFlow: batch[{key!r}] has shape {x.shape}, expected rank {ndim} with "
-                     f"last dim {width}")
+    raise ValueError(f"VSSFlow: {what} has shape {x.shape}, expected rank {ndim} with last dim "
+                     f"{width}")
 
 
 class ContextMlp(nnx.Module):
   """Lin(in -> out) -> SiLU -> Lin(out -> out), no biases (spec §2.1 `cond_proj`, `ref_proj`)."""
 
   def __init__(self, in_dim: int, out_dim: int, *, dtype: Any = None, rngs: nnx.Rngs):
-    self.fc1 = Dense(in_dim, out_dim, axes=("kv", "mlp"), dtype=dtype, rngs=rngs)
-    self.fc2 = Dense(out_dim, out_dim, axes=("mlp", "kv"), dtype=dtype, rngs=rngs)
+    self.fc1 = nn.Dense(in_dim, out_dim, axes=("kv", "mlp"), dtype=dtype, rngs=rngs)
+    self.fc2 = nn.Dense(out_dim, out_dim, axes=("mlp", "kv"), dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.fc2(jax.nn.silu(self.fc1(x)))
@@ -169,7 +160,7 @@ class TemporalScalar(nnx.Module):
 
   def __init__(self, video_dim: int, hidden: int, *, dtype: Any = None, rngs: nnx.Rngs):
     self.mlp = ContextMlp(video_dim, hidden, dtype=dtype, rngs=rngs)
-    self.out = Dense(hidden, 1, axes=("kv", None), dtype=dtype, rngs=rngs)
+    self.out = nn.Dense(hidden, 1, axes=("kv", None), dtype=dtype, rngs=rngs)
 
   def __call__(self, video: jax.Array) -> jax.Array:
     return self.out(jax.nn.silu(self.mlp(video)))
@@ -180,14 +171,14 @@ class DiTBlock(nnx.Module):
 
   def __init__(self, cfg: VSSFlowConfig, *, dtype: Any = None, rngs: nnx.Rngs):
     w, h, dh = cfg.width, cfg.num_heads, cfg.head_dim
-    self.rope = RopeConfig(cfg.rope_dim, cfg.rope_theta, "half")
-    self.norm1 = LayerNorm(w, rngs=rngs)
-    self.self_attn = Attention(w, h, dh, dtype=dtype, rngs=rngs)
-    self.norm2 = LayerNorm(w, rngs=rngs)
-    self.cross_attn = Attention(w, h, dh, kv_dim=cfg.ctx_dim, num_kv_heads=cfg.num_kv_heads,
-                                dtype=dtype, rngs=rngs)
-    self.norm3 = LayerNorm(w, rngs=rngs)
-    self.ff = SwiGLU(w, cfg.ff_hidden, dtype=dtype, rngs=rngs)
+    self.rope = nn.RopeConfig(cfg.rope_dim, cfg.rope_theta, "half")
+    self.norm1 = nn.LayerNorm(w, rngs=rngs)
+    self.self_attn = nn.Attention(w, h, dh, dtype=dtype, rngs=rngs)
+    self.norm2 = nn.LayerNorm(w, rngs=rngs)
+    self.cross_attn = nn.Attention(w, h, dh, kv_dim=cfg.ctx_dim, num_kv_heads=cfg.num_kv_heads,
+                                   dtype=dtype, rngs=rngs)
+    self.norm3 = nn.LayerNorm(w, rngs=rngs)
+    self.ff = nn.SwiGLU(w, cfg.ff_hidden, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, ctx: jax.Array, ctx_mask: jax.Array, positions: jax.Array,
                ctx_positions: jax.Array | None, ctx_rope_mask: jax.Array | None) -> jax.Array:
@@ -216,21 +207,22 @@ class VSSFlow(nnx.Module):
     self.cfg = cfg
     dtype = None if cfg.dtype is None else jnp.dtype(cfg.dtype)
     c_in = cfg.in_channels
-    self.phone_embed = Embed(cfg.phone_vocab, cfg.phone_dim, axes=("vocab", "channels"), rngs=rngs)
-    self.phone_pos = Embed(cfg.max_phones, cfg.phone_dim, axes=(None, "channels"), rngs=rngs)
-    self.frame_pos = Embed(cfg.max_frames, cfg.phone_dim, axes=(None, "channels"), rngs=rngs)
+    self.phone_embed = nn.Embed(cfg.phone_vocab, cfg.phone_dim, axes=("vocab", "channels"),
+                                rngs=rngs)
+    self.phone_pos = nn.Embed(cfg.max_phones, cfg.phone_dim, axes=(None, "channels"), rngs=rngs)
+    self.frame_pos = nn.Embed(cfg.max_frames, cfg.phone_dim, axes=(None, "channels"), rngs=rngs)
     self.video_proj = ContextMlp(cfg.video_dim, cfg.ctx_dim, dtype=dtype, rngs=rngs)
     self.speaker_proj = ContextMlp(cfg.speaker_dim, cfg.ctx_dim, dtype=dtype, rngs=rngs)
     self.temporal_proj = (TemporalScalar(cfg.video_dim, cfg.ctx_dim, dtype=dtype, rngs=rngs)
                           if cfg.temporal_channel else None)
-    self.in_conv = Dense(c_in, c_in, axes=(None, "channels"), dtype=dtype, rngs=rngs)
-    self.in_proj = Dense(c_in, cfg.width, axes=("channels", "embed"), dtype=dtype, rngs=rngs)
-    self.time_embed = TimestepEmbedder(2 * cfg.fourier_freqs, cfg.width, kind="fourier",
-                                       fourier_seed=cfg.fourier_seed, dtype=dtype, rngs=rngs)
-    self.blocks = Stack(lambda r: DiTBlock(cfg, dtype=dtype, rngs=r), cfg.depth, rngs=rngs,
-                        remat_policy=cfg.remat_policy)
-    self.out_proj = Dense(cfg.width, c_in, axes=("embed", "channels"), dtype=dtype, rngs=rngs)
-    self.out_conv = Dense(c_in, c_in, axes=(None, "channels"), dtype=dtype, rngs=rngs)
+    self.in_conv = nn.Dense(c_in, c_in, axes=(None, "channels"), dtype=dtype, rngs=rngs)
+    self.in_proj = nn.Dense(c_in, cfg.width, axes=("channels", "embed"), dtype=dtype, rngs=rngs)
+    self.time_embed = nn.TimestepEmbedder(2 * cfg.fourier_freqs, cfg.width, kind="fourier",
+                                          fourier_seed=cfg.fourier_seed, dtype=dtype, rngs=rngs)
+    self.blocks = nn.Stack(lambda r: DiTBlock(cfg, dtype=dtype, rngs=r), cfg.depth, rngs=rngs,
+                           remat_policy=cfg.remat_policy)
+    self.out_proj = nn.Dense(cfg.width, c_in, axes=("embed", "channels"), dtype=dtype, rngs=rngs)
+    self.out_conv = nn.Dense(c_in, c_in, axes=(None, "channels"), dtype=dtype, rngs=rngs)
     self.duration_predictor = DurationPredictor(
       vocab=cfg.dp_vocab, lip_dim=cfg.video_dim, embed_dim=cfg.dp_embed_dim,
       enc_dim=cfg.dp_enc_dim, enc_heads=cfg.dp_enc_heads, enc_ff=cfg.dp_enc_ff,
@@ -245,7 +237,7 @@ class VSSFlow(nnx.Module):
     if missing:
       raise KeyError(f"VSSFlow: batch is missing keys {missing}; required: {self.REQUIRED_KEYS}")
     video = jnp.asarray(batch["video_features"], jnp.float32)
-    _check_width(video, 3, self.cfg.video_dim, "video_features")
+    _check_width(video, 3, self.cfg.video_dim, "batch['video_features']")
     num_frames = jnp.shape(batch["audio_mask"])[1]
     src = nearest_indices(video.shape[1], num_frames, self.cfg.video_rate, self.cfg.audio_rate)
     mask = jnp.asarray(batch["video_mask"], bool)[:, src]
@@ -256,7 +248,7 @@ class VSSFlow(nnx.Module):
     video, video_mask = self._video_on_audio_grid(batch)
     num_frames = video.shape[1]
     speaker = jnp.asarray(batch["speaker_embedding"], jnp.float32)
-    _check_width(speaker, 2, self.cfg.speaker_dim, "speaker_embedding")
+    _check_width(speaker, 2, self.cfg.speaker_dim, "batch['speaker_embedding']")
     phone_mask = jnp.asarray(batch["transcript_mask"], bool)
     ids = jnp.where(phone_mask, jnp.asarray(batch["transcript_ids"], jnp.int32), 0)
     frames = jnp.where(phone_mask, jnp.asarray(batch["phone_durations"], jnp.int32), 0)

@@ -26,7 +26,7 @@ class Writer:
     self._w.add_image(tag, image[None], step, dataformats="CHW")
 
   def audio(self, step: int, tag: str, wav: np.ndarray, sample_rate: int) -> None:
-    self._w.add_audio(tag, np.clip(wav, -1, 1)[None], step, sample_rate=sample_rate)
+    self._w.add_audio(tag, np.clip(wav, -1, 1)[:, None], step, sample_rate=sample_rate)
 
   def close(self) -> None:
     self._w.close()

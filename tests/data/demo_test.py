@@ -155,3 +155,12 @@ def test_bad_config_raises():
     build.DemoConfig(impacts_train=0, speech_train=0)
   with pytest.raises(ValueError, match="frame_size"):
     build.DemoConfig(frame_size=4)
+
+
+def test_presets():
+  assert build.preset("default") == build.DemoConfig()
+  tiny = build.preset("tiny")
+  assert tiny.impacts_test >= 4 and tiny.speech_test >= 2 and tiny.workers <= 1
+  assert build.preset("small").impacts_train < build.DemoConfig().impacts_train
+  with pytest.raises(KeyError, match="'huge'"):
+    build.preset("huge")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import fractions
+
 import av
 import numpy as np
 import pytest
@@ -58,6 +60,53 @@ def test_resamples_to_25_fps(tmp_path, source_fps, num_frames):
   # Output frame k shows the source frame on screen at k / 25 s.
   expected = [_bar_position(frames[int(np.floor(k / 25.0 * source_fps + 1e-9))]) for k in range(50)]
   assert [_bar_position(f) for f in clip.frames] == expected
+
+
+def test_variable_frame_rate_is_resampled_by_timestamps(tmp_path):
+  path = tmp_path / "vfr.mp4"
+  times_ms = [0, 100, 130, 500, 900]  # irregular presentation times
+  with av.open(str(path), "w", format="mp4") as container:
+    stream = container.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    stream.codec_context.time_base = fractions.Fraction(1, 1000)
+    for i, t in enumerate(times_ms):
+      image = np.zeros((32, 32, 3), np.uint8)
+      image[:, i * 6] = 255  # the bar's column identifies the source frame
+      frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+      frame.pts, frame.time_base = t, fractions.Fraction(1, 1000)
+      container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+  clip = media.read_video(path, fps=25.0)
+  shown = [_bar_position(f) // 6 for f in clip.frames]
+  expected = [int(np.searchsorted(times_ms, k * 40, side="right")) - 1 for k in range(len(shown))]
+  assert shown == expected
+  assert len(shown) == 24  # the last frame (at 0.9 s, 40 ms long) ends at 0.94 s
+
+
+def test_audio_is_aligned_to_the_first_video_frame(tmp_path):
+  sr = 22050
+  path = tmp_path / "late_audio.mp4"
+  wav = np.zeros(sr, np.float32)
+  wav[:200] = 0.8 * np.sin(np.arange(200) * 0.3)  # a burst at the start of the audio track
+  with av.open(str(path), "w", format="mp4") as container:
+    video = container.add_stream("libx264", rate=25)
+    video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+    audio = container.add_stream("aac", rate=sr)
+    audio.layout = "mono"
+    for i in range(50):
+      frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+      frame.pts = i
+      container.mux(video.encode(frame))
+    container.mux(video.encode())
+    for start in range(0, sr, 1024):  # the audio track starts 0.5 s after the video
+      frame = av.AudioFrame.from_ndarray(wav[None, start:start + 1024].copy(), format="flt",
+                                         layout="mono")
+      frame.sample_rate, frame.pts = sr, start + sr // 2
+      container.mux(audio.encode(frame))
+    container.mux(audio.encode())
+  clip = media.read_video(path, fps=25.0)
+  onset = int(np.argmax(np.abs(clip.audio) > 0.1))
+  assert abs(onset - sr // 2) <= int(0.003 * sr)
 
 
 def test_size_resizes_and_crops(tmp_path):

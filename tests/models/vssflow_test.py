@@ -19,8 +19,6 @@ from flowav.train.state import count_params, param_paths
 from tests.models.vssflow_testlib import (
   NUM_FRAMES,
   VIDEO_FRAMES,
-  forward_from_batch,
-  forward_from_cond,
   jit_method,
   make_batch,
   tiny_model,
@@ -30,12 +28,24 @@ GOLDEN = pathlib.Path(__file__).parent / "golden" / "vssflow.txt"
 T3 = np.array([0.1, 0.5, 0.9], np.float32)
 
 
-def _full(model):
-  return jit_method(model, forward_from_batch)
+IDENTITY = np.arange(NUM_FRAMES + 1)
+
+
+def _forward_permuted(model, x, t, cond, perm):
+  """`forward_full` with the 1 + T cross-attention tokens (and their mask) reordered by `perm`."""
+  ctx, mask = model.context(cond)
+  return model.backbone(model.input_channels(x, cond), t, ctx[:, perm], mask[:, perm])
 
 
 def _full_from_cond(model):
-  return jit_method(model, forward_from_cond)
+  """Jitted `(x, t, cond, perm=IDENTITY) -> [B, T, C_in]`; one compile per model structure."""
+  forward = jit_method(model, _forward_permuted)
+  return lambda x, t, cond, perm=IDENTITY: forward(x, t, cond, perm)
+
+
+def _full(model):
+  forward = _full_from_cond(model)
+  return lambda batch, x, t: forward(x, t, model.conditions(batch))
 
 
 def _both_outputs(model, batch, x, t):
@@ -45,10 +55,6 @@ def _both_outputs(model, batch, x, t):
 
 def _input_channels(model, x, cond):
   return model.input_channels(x, cond)
-
-
-def _backbone(model, h_in, t, ctx, ctx_mask):
-  return model.backbone(h_in, t, ctx, ctx_mask)
 
 
 def test_shapes_and_time_token_is_stripped():  # §7.1
@@ -160,10 +166,9 @@ def test_cross_attention_keys_carry_no_position():  # §7.6
   for q_only in (True, False):
     model = tiny_model(temporal_channel=False, xattn_rope_q_only=q_only)
     cond = model.conditions(batch)
-    h_in = model.input_channels(jnp.asarray(batch["audio_latents"]), cond)
-    ctx, mask = model.context(cond)
-    trunk = jit_method(model, _backbone)
-    out, permuted = trunk(h_in, T3, ctx, mask), trunk(h_in, T3, ctx[:, perm], mask[:, perm])
+    forward = _full_from_cond(model)
+    out = forward(batch["audio_latents"], T3, cond)
+    permuted = forward(batch["audio_latents"], T3, cond, perm)
     changes[q_only] = float(jnp.max(jnp.abs(out - permuted)) / jnp.max(jnp.abs(out)))
   assert changes[True] < 1e-5, changes
   assert changes[False] > 1e-4, changes  # Control: rotated keys make the order matter.

@@ -72,11 +72,3 @@ def jit_method(model: nnx.Module, method: Callable[..., Any]) -> Callable[..., A
   are shared by models of one structure when `method` is a module-level function."""
   graphdef = nnx.split(model)[0]
   return lambda *args: _call(graphdef, method, nnx.split(model)[1], *args)
-
-
-def forward_from_batch(model: vssflow.VSSFlow, batch: dict, x_t: Any, t: Any) -> Any:
-  return model.forward_full(x_t, t, model.conditions(batch))
-
-
-def forward_from_cond(model: vssflow.VSSFlow, x_t: Any, t: Any, cond: dict) -> Any:
-  return model.forward_full(x_t, t, cond)

@@ -86,6 +86,24 @@ class DemoConfig:
     return getattr(self, f"{subset}_{split}")
 
 
+PRESETS: dict[str, DemoConfig] = {
+  "default": DemoConfig(),
+  # A few hundred clips: a quick end-to-end run that still learns something.
+  "small": DemoConfig(impacts_train=300, impacts_validation=16, impacts_test=32, speech_train=200,
+                      speech_validation=16, speech_test=16, num_train_shards=2),
+  # A few clips of every subset and split, built in-process in seconds: for tests.
+  "tiny": DemoConfig(impacts_train=8, impacts_validation=2, impacts_test=4, speech_train=8,
+                     speech_validation=2, speech_test=2, num_train_shards=2, workers=1),
+}
+
+
+def preset(name: str) -> DemoConfig:
+  """A named DemoConfig: 'default', 'small' or 'tiny'."""
+  if name not in PRESETS:
+    raise KeyError(f"unknown flowav-demo preset {name!r}; choose one of {sorted(PRESETS)}")
+  return PRESETS[name]
+
+
 def clip_id(subset: str, split: str, index: int) -> str:
   return f"{subset}-{split}-{index:05d}"
 
@@ -112,9 +130,9 @@ def build_demo(out_dir: str | pathlib.Path, cfg: DemoConfig = DemoConfig(), *,
   for split in SPLITS:
     (out / RAW_DIR / split).mkdir(parents=True, exist_ok=True)
   total = sum(cfg.count(subset, split) for subset in SUBSETS for split in SPLITS)
-  bar = tqdm.tqdm(total=total, desc=NAME, unit="clip", file=sys.stderr, disable=not progress)
   splits = {}
-  with _clip_runner(cfg, out) as run:
+  with (tqdm.tqdm(total=total, desc=NAME, unit="clip", file=sys.stderr, disable=not progress)
+        as bar, _clip_runner(cfg, out) as run):
     for split in SPLITS:
       tasks = [(subset, split, i) for subset in SUBSETS for i in range(cfg.count(subset, split))]
       num_shards = cfg.num_train_shards if split == "train" else 1
@@ -123,7 +141,6 @@ def build_demo(out_dir: str | pathlib.Path, cfg: DemoConfig = DemoConfig(), *,
         records.write_shard(out / name, _counted(run(tasks[k::num_shards]), bar))
       splits[split] = {"num_examples": len(tasks), "shards": names,
                        "subsets": {s: cfg.count(s, split) for s in SUBSETS}}
-  bar.close()
   train_paths = [out / name for name in splits["train"]["shards"]]
   stats = codec_lib.compute_stats(_latents(train_paths))
   info = records.DatasetInfo(
