@@ -28,27 +28,7 @@ _HEADS_AXES = ("act_batch", "act_len", "act_heads", None)
 _KV_HEADS_AXES = ("act_batch", "act_kv_len", "act_heads", None)
 
 
-def _grouped_bias(bias: jax.Array, batch: int, heads: int, kv_heads: int, lq: int,
-                  lk: int) -> jax.Array:
-  """Reshapes a bias broadcastable to `[B, H, Lq, Lk]` to broadcast against `[B, Hk, G, Lq, Lk]`."""
-  bias = jnp.asarray(bias)
-  if bias.ndim > 4:
-    raise ValueError(f"dot_product_attention: bias has {bias.ndim} dims, at most 4 allowed")
-  bias = bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
-  try:
-    jnp.broadcast_shapes(bias.shape, (batch, heads, lq, lk))
-  except ValueError as e:
-    raise ValueError(
-      f"dot_product_attention: bias shape {bias.shape} does not broadcast to "
-      f"[B, H, Lq, Lk]={(batch, heads, lq, lk)}") from e
-  if bias.shape[1] == 1:
-    return bias[:, :, None]
-  return bias.reshape(bias.shape[0], kv_heads, heads // kv_heads, *bias.shape[2:])
-
-
-def _grouped_weights(q: jax.Array, k: jax.Array, key_mask: jax.Array | None,
-                     bias: jax.Array | None, scale: float | None) -> jax.Array:
-  """Softmax weights `[B, Hk, G, Lq, Lk]` (float32) of grouped-query attention, checked inputs."""
+def _check(q: jax.Array, k: jax.Array, v: jax.Array | None) -> tuple[int, int, int, int, int]:
   if q.ndim != 4 or k.ndim != 4:
     raise ValueError(f"dot_product_attention: q, k must be 4-D, got {q.shape}, {k.shape}")
   batch, lq, heads, head_dim = q.shape
@@ -57,26 +37,96 @@ def _grouped_weights(q: jax.Array, k: jax.Array, key_mask: jax.Array | None,
     raise ValueError(f"dot_product_attention: incompatible q {q.shape} and k {k.shape}")
   if heads % kv_heads:
     raise ValueError(f"dot_product_attention: {heads} query heads not divisible by {kv_heads}")
-  scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+  if v is not None and (v.ndim != 4 or v.shape[:3] != k.shape[:3]):
+    raise ValueError(f"dot_product_attention: v {v.shape} does not match k {k.shape}")
+  return batch, lq, heads, lk, kv_heads
 
-  qg = q.reshape(batch, lq, kv_heads, heads // kv_heads, head_dim)
-  logits = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32) * scale
-  if bias is not None:
-    logits = logits + _grouped_bias(bias, batch, heads, kv_heads, lq, lk).astype(jnp.float32)
-  if key_mask is not None:
+
+def _grouped_layout(q: jax.Array, k: jax.Array, key_mask: jax.Array | None,
+                    bias: jax.Array | None, scale: float | None):
+  """Grouped-query attention as plain 4-D batched matmuls, the layout XLA:CPU runs fastest.
+
+  The G = H / Hk query heads that share a KV head are folded into the query axis:
+  q -> `[B, Hk, G*Lq, Dh]` (already scaled), k -> `[B, Hk, Lk, Dh]`, bias -> `[b, h, G*Lq, Lk]`,
+  mask -> `[B, 1, 1, Lk]` float (1 = attend). Query head h is (kv head h // G, group h % G).
+  """
+  batch, lq, heads, lk, kv_heads = _check(q, k, None)
+  groups = heads // kv_heads
+  scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+  qg = q.reshape(batch, lq, kv_heads, groups, q.shape[-1]).transpose(0, 2, 3, 1, 4)
+  qg = qg.reshape(batch, kv_heads, groups * lq, q.shape[-1]) * jnp.asarray(scale, q.dtype)
+  kg = k.transpose(0, 2, 1, 3)
+  if bias is None:
+    bias_g = jnp.zeros((1, 1, 1, 1), jnp.float32)
+  else:
+    bias = jnp.asarray(bias, jnp.float32)
+    if bias.ndim > 4:
+      raise ValueError(f"dot_product_attention: bias has {bias.ndim} dims, at most 4 allowed")
+    bias = bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
+    try:
+      jnp.broadcast_shapes(bias.shape, (batch, heads, lq, lk))
+    except ValueError as e:
+      raise ValueError(f"dot_product_attention: bias shape {bias.shape} does not broadcast to "
+                       f"[B, H, Lq, Lk]={(batch, heads, lq, lk)}") from e
+    b, h = bias.shape[0], bias.shape[1]
+    bias = jnp.broadcast_to(bias, (b, h, lq, lk))
+    if h == 1:
+      bias_g = jnp.broadcast_to(bias[:, :, None], (b, 1, groups, lq, lk))
+      bias_g = bias_g.reshape(b, 1, groups * lq, lk)
+    else:
+      bias_g = bias.reshape(b, kv_heads, groups * lq, lk)
+  if key_mask is None:
+    mask_g = jnp.ones((1, 1, 1, 1), jnp.float32)
+  else:
     if key_mask.shape != (batch, lk):
       raise ValueError(
         f"dot_product_attention: key_mask shape {key_mask.shape} != [B, Lk]=({batch}, {lk})")
-    key_mask = key_mask.astype(bool)[:, None, None, None, :]
-    logits = jnp.where(key_mask, logits, _MASK_VALUE)
+    mask_g = key_mask.astype(jnp.float32)[:, None, None, :]
+  return qg, kg, bias_g, mask_g, groups
 
-  row_max = jnp.max(logits, axis=-1, keepdims=True)
-  row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max, 0.0))
-  weights = jnp.exp(logits - row_max)
-  if key_mask is not None:
-    weights = jnp.where(key_mask, weights, 0.0)
-  denom = jnp.sum(weights, axis=-1, keepdims=True)
-  return weights / jnp.where(denom > 0, denom, 1.0)
+
+def _softmax_weights(qg, kg, bias_g, mask_g):
+  """Masked softmax `[B, Hk, G*Lq, Lk]` float32; all-masked rows are all zero."""
+  logits = jnp.einsum("bhqd,bhkd->bhqk", qg, kg, preferred_element_type=jnp.float32) + bias_g
+  logits = jnp.where(mask_g > 0, logits, _MASK_VALUE)
+  row_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+  e = jnp.exp(logits - row_max) * mask_g
+  denom = jnp.sum(e, axis=-1, keepdims=True)
+  return e / jnp.where(denom > 0, denom, 1.0)
+
+
+@jax.custom_vjp
+def _attend(qg, kg, vg, bias_g, mask_g):
+  weights = _softmax_weights(qg, kg, bias_g, mask_g)
+  return jnp.einsum("bhqk,bhkd->bhqd", weights.astype(vg.dtype), vg,
+                    preferred_element_type=jnp.float32)
+
+
+def _attend_fwd(qg, kg, vg, bias_g, mask_g):
+  weights = _softmax_weights(qg, kg, bias_g, mask_g)
+  out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(vg.dtype), vg,
+                   preferred_element_type=jnp.float32)
+  return out, (qg, kg, vg, bias_g, mask_g, weights)
+
+
+def _attend_bwd(res, d_out):
+  """The softmax-attention backward written out: five matmul-shaped ops in the forward's layout
+  (XLA:CPU's autodiff of the same graph runs several times slower)."""
+  qg, kg, vg, bias_g, mask_g, w = res
+  d_out = d_out.astype(jnp.float32)
+  d_v = jnp.einsum("bhqk,bhqd->bhkd", w, d_out).astype(vg.dtype)
+  d_w = jnp.einsum("bhqd,bhkd->bhqk", d_out, vg.astype(jnp.float32))
+  d_logits = w * (d_w - jnp.sum(d_w * w, axis=-1, keepdims=True))
+  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_logits, kg.astype(jnp.float32)).astype(qg.dtype)
+  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_logits, qg.astype(jnp.float32)).astype(kg.dtype)
+  # Reduce the logits cotangent onto the (broadcast) bias shape.
+  axes = tuple(i for i, n in enumerate(bias_g.shape) if n == 1 and d_logits.shape[i] != 1)
+  d_bias = jnp.sum(d_logits, axis=axes, keepdims=True).astype(bias_g.dtype)
+  return d_q, d_k, d_v, d_bias, jnp.zeros_like(mask_g)
+
+
+_attend.defvjp(_attend_fwd, _attend_bwd)
 
 
 def attention_weights(q: jax.Array, k: jax.Array, *, key_mask: jax.Array | None = None,
@@ -86,8 +136,9 @@ def attention_weights(q: jax.Array, k: jax.Array, *, key_mask: jax.Array | None 
   Rows sum to 1 over the attended keys, or are all 0 when every key is masked. For models that
   supervise attention itself (vssflow §2.7: the duration predictor's alignment loss).
   """
-  weights = _grouped_weights(q, k, key_mask, bias, scale)
-  return weights.reshape(q.shape[0], q.shape[2], q.shape[1], k.shape[1])
+  batch, lq, heads, lk, _ = _check(q, k, None)
+  qg, kg, bias_g, mask_g, _ = _grouped_layout(q, k, key_mask, bias, scale)
+  return _softmax_weights(qg, kg, bias_g, mask_g).reshape(batch, heads, lq, lk)
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
@@ -100,12 +151,11 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   scale: default `1/sqrt(Dh)`. Softmax runs in float32; a query whose keys are all masked (or all
   -inf) outputs exactly 0. Returns `[B, Lq, H, Dv]` in v's dtype.
   """
-  if v.ndim != 4 or v.shape[:3] != k.shape[:3]:
-    raise ValueError(f"dot_product_attention: v {v.shape} does not match k {k.shape}")
-  weights = _grouped_weights(q, k, key_mask, bias, scale)
-  out = jnp.einsum("bhgqk,bkhd->bqhgd", weights.astype(v.dtype), v,
-                   preferred_element_type=jnp.float32)
-  return out.reshape(*q.shape[:3], v.shape[-1]).astype(v.dtype)
+  batch, lq, heads, _, kv_heads = _check(q, k, v)
+  qg, kg, bias_g, mask_g, groups = _grouped_layout(q, k, key_mask, bias, scale)
+  out = _attend(qg, kg, v.transpose(0, 2, 1, 3), bias_g, mask_g)  # [B, Hk, G*Lq, Dv]
+  out = out.reshape(batch, kv_heads, groups, lq, v.shape[-1]).transpose(0, 3, 1, 2, 4)
+  return out.reshape(batch, lq, heads, v.shape[-1]).astype(v.dtype)
 
 
 def _qk_norm(kind: str | None, head_dim: int, eps: float, rngs: nnx.Rngs) -> nnx.Module | None:
