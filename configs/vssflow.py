@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.optim.update(lr=1.152e-4, warmup_steps=2000, grad_accum=2)
     c.train.update(num_steps=350_000, checkpoint_every=5000, eval_every=5000, log_every=100)
   elif arg.variant == "demo":
-    c.data.update(batch_size=32, clip_seconds=2.0, random_crop=False)
+    c.data.update(batch_size=16, clip_seconds=2.0, random_crop=False)
     c.optim.update(lr=1e-3, warmup_steps=100, clip_norm=1.0, weight_decay=0.0)
     c.train.update(num_steps=1600, ema_decay=0.995, log_every=50, eval_every=400,
                    checkpoint_every=200, max_minutes=6.5)

@@ -106,7 +106,7 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
           allow_config_change: bool = False, progress: bool = True) -> dict[str, float]:
   """Trains (or resumes) the run in `workdir`. Returns the last logged metrics."""
   workdir = pathlib.Path(workdir)
-  changed = workdir_lib.save_or_check_config(workdir, config, allow_change=allow_config_change)
+  changed = workdir_lib.check_config(workdir, config, allow_change=allow_config_change)
   if changed:
     logging.warning("Config keys changed since the last run (accepted): %s", changed)
   rt = runtime.make_runtime(config)
@@ -122,6 +122,7 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
   else:
     state, _ = ckpt.restore(latest, rt.abstract_state, data_iter, meta)
     logging.info("Resumed %s from step %d", workdir, latest)
+  workdir_lib.write_config(workdir, config)  # only once the workdir is known to fit the config
 
   cfg = step_lib.step_config(config)
   batch_sh = None  # shardings are carried by the global arrays themselves
@@ -171,6 +172,9 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
         if writer:
           writer.scalars(step, {f"validation/{k}": v for k, v in val.items()})
         last_logged.update({f"val_{k}": v for k, v in val.items()})
+      every = int(config.train.summary_every)
+      if writer and every > 0 and step % every == 0 and not is_last:
+        summaries.log_samples(writer, config, rt, state, info, step)
       if step % int(config.train.checkpoint_every) == 0 or is_last or stop:
         ckpt.save(state, data_iter, meta)
       if stop and not is_last:

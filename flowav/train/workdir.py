@@ -48,16 +48,15 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
-def save_or_check_config(workdir: str | pathlib.Path, config: mlc.ConfigDict, *,
-                         allow_change: bool = False) -> list[str]:
-  """Writes the resolved config, or checks it against the one already there.
+def check_config(workdir: str | pathlib.Path, config: mlc.ConfigDict, *,
+                 allow_change: bool = False) -> list[str]:
+  """Compares `config` with the workdir's saved one (if any); writes nothing.
 
-  Returns the changed keys that were accepted. Raises ValueError naming the changed keys otherwise.
+  Returns the changed keys that are accepted. Raises ValueError naming the changed keys otherwise.
   """
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  path = workdir / CONFIG_FILE
+  path = pathlib.Path(workdir) / CONFIG_FILE
   new = config_to_dict(config)
+  changed: list[str] = []
   if path.exists():
     old = json.loads(path.read_text())
     changed = changed_keys(old, new)
@@ -70,11 +69,21 @@ def save_or_check_config(workdir: str | pathlib.Path, config: mlc.ConfigDict, *,
         f"The config differs from the one this workdir was trained with ({path}):\n{lines}\n"
         "Refusing to resume with a different model or recipe. Use a new --workdir, or pass "
         "--allow_config_change to proceed anyway.")
-    if not changed:
-      return []
-  else:
-    changed = []
+  return changed
+
+
+def write_config(workdir: str | pathlib.Path, config: mlc.ConfigDict) -> None:
+  """Saves the resolved config atomically (after the run has proven it can use the workdir)."""
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(new, indent=1, sort_keys=True) + "\n")
+  tmp.write_text(json.dumps(config_to_dict(config), indent=1, sort_keys=True) + "\n")
   os.replace(tmp, path)
+
+
+def save_or_check_config(workdir: str | pathlib.Path, config: mlc.ConfigDict, *,
+                         allow_change: bool = False) -> list[str]:
+  """`check_config`, then `write_config`. Returns the accepted changed keys."""
+  changed = check_config(workdir, config, allow_change=allow_change)
+  write_config(workdir, config)
   return changed

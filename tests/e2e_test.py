@@ -1,0 +1,104 @@
+"""End to end on the tiny config: train -> sample (held-out and a user's video) -> eval -> export,
+plus the entry point's errors for bad input. One short training run is shared by the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _main(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  return subprocess.run([sys.executable, "-m", "flowav.main", *args, "--progress=false"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+                        check=check)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo, tmp_path_factory) -> pathlib.Path:
+  workdir = tmp_path_factory.mktemp("run")
+  _main("train", "--config=configs/vssflow.py:tiny", f"--workdir={workdir}",
+        f"--config.data.dir={tiny_demo}", "--config.train.ema_decay=0.9")
+  return workdir
+
+
+def test_sample_heldout_writes_nonsilent_wav_mp4_png(trained):
+  out = trained / "samples"
+  _main("sample", f"--workdir={trained}", f"--out={out}", "--num_clips=2")
+  manifest = json.loads((out / "manifest.json").read_text())
+  tasks = {row["task"] for row in manifest["samples"]}
+  assert tasks == {"sound", "speech"}
+  assert manifest["weights"] == "ema"
+  for row in manifest["samples"]:
+    wav, sr = sf.read(row["wav"])
+    assert sr == 22050 and wav.size > 0
+    assert np.sqrt(np.mean(wav**2)) > 1e-4, f"{row['wav']} is silent"
+    assert pathlib.Path(row["mp4"]).stat().st_size > 0
+    assert pathlib.Path(row["png"]).stat().st_size > 0
+
+
+def _write_video(path: pathlib.Path, seconds: float, fps: float) -> None:
+  from flowav.data import media  # pylint: disable=g-import-not-at-top
+  n = int(seconds * fps)
+  frames = np.random.default_rng(0).integers(0, 255, (n, 48, 48, 3), dtype=np.uint8)
+  media.write_mp4(path, frames, fps, np.zeros(int(seconds * 22050), np.float32), 22050)
+
+
+def test_sample_user_video_with_transcript_and_too_long_video(trained, tmp_path):
+  short = tmp_path / "face.mp4"
+  _write_video(short, 0.4, 30.0)  # another frame rate than the model's 25 fps
+  _main("sample", f"--workdir={trained}", f"--out={tmp_path / 'out'}", f"--video={short}",
+        "--transcript=the red cat")
+  wav, _ = sf.read(tmp_path / "out" / "face.wav")
+  assert wav.size > 0 and np.abs(wav).max() > 0
+  long = tmp_path / "long.mp4"
+  _write_video(long, 3.0, 25.0)
+  res = _main("sample", f"--workdir={trained}", f"--video={long}", check=False)
+  assert res.returncode != 0
+  assert "window is 0.50 s" in res.stderr and "long.mp4" in res.stderr
+
+
+def test_eval_and_export(trained):
+  _main("eval", f"--workdir={trained}", "--num_clips=2")
+  result = json.loads((trained / "eval.json").read_text())
+  for arm in ("model", "control", "codec"):
+    assert 0.0 <= result["impacts"][arm]["f1"] <= 1.0
+  assert "speech" in result
+  _main("export", f"--workdir={trained}")
+  meta = json.loads((trained / "export" / "meta.json").read_text())
+  assert meta["weights"] == "ema" and meta["model"] == "vssflow"
+  from flowav.train import export  # pylint: disable=g-import-not-at-top
+  params, _ = export.load_exported(trained / "export")
+  assert "blocks" in params
+
+
+def test_unknown_config_key_fails_clearly(tiny_demo, tmp_path):
+  res = _main("train", "--config=configs/vssflow.py:tiny", f"--workdir={tmp_path}",
+              f"--config.data.dir={tiny_demo}", "--config.train.num_stepz=3", check=False)
+  assert res.returncode != 0 and "num_stepz" in res.stderr
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_changed_model_refused_and_foreign_checkpoint_named(trained, tiny_demo):
+  before = sorted(p.name for p in (trained / "checkpoints").iterdir())
+  res = _main("train", "--config=configs/vssflow.py:tiny", f"--workdir={trained}",
+              f"--config.data.dir={tiny_demo}", "--config.model.depth=3", check=False)
+  assert res.returncode != 0 and "model.depth: 2 -> 3" in res.stderr
+  res = _main("train", "--config=configs/vssflow.py:tiny", f"--workdir={trained}",
+              f"--config.data.dir={tiny_demo}", "--config.model.depth=3",
+              "--allow_config_change", check=False)
+  assert res.returncode != 0 and "does not fit this config" in res.stderr
+  assert str(trained / "checkpoints") in res.stderr
+  after = sorted(p.name for p in (trained / "checkpoints").iterdir())
+  assert before == after, "a refused resume must not touch the checkpoints"
