@@ -14,13 +14,21 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from flax import nnx
 
-from flowav.train.state import TrainState, param_paths
+from flowav.train.state import TrainState
 
 
 def params_digest(params: Any) -> str:
-  return hashlib.sha256("\n".join(param_paths(params)).encode()).hexdigest()[:16]
+  """Hash of every parameter's path and shape: equal digests mean a checkpoint fits the model.
+
+  Shapes matter as well as paths: a deeper scanned stack keeps its paths but grows its 'layers' axis.
+  """
+  lines = sorted(f"{'/'.join(str(k) for k in path)} {tuple(jnp.shape(leaf))}"
+                 for path, leaf in nnx.to_flat_state(params))
+  return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 class Checkpointer:
