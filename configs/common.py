@@ -67,6 +67,10 @@ def base_config() -> mlc.ConfigDict:
     summary_every=0,  # spectrogram images + audio to TensorBoard every N steps (0 = at the end only)
     max_minutes=0.0,  # stop (and checkpoint) after this wall time; 0 = no limit
   )
+  # Device mesh data x fsdp x tensor (-1: the remaining devices) and the rules table that maps
+  # logical axis names onto it (flowav/parallel/rules.py): replicated | data_parallel | fsdp (params
+  # split over 'fsdp', batch over data x fsdp) | fsdp_tensor (plus heads / mlp over 'tensor').
+  # A parameter dim that does not divide its mesh axes stays whole (logged at startup).
   c.mesh = dict(data=-1, fsdp=1, tensor=1, rules="data_parallel")
   c.sample = dict(
     method="euler", num_steps=25, rtol=1e-5, atol=1e-5,

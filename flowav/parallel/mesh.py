@@ -34,7 +34,7 @@ def mesh_shape(sizes: dict[str, int], num_devices: int) -> tuple[int, ...]:
 def make_mesh(sizes: dict[str, Any], devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Builds a mesh with Auto axis types, so logical sharding constraints apply inside jit."""
   devices = list(jax.devices() if devices is None else devices)
-  shape = mesh_shape({k: int(v) for k, v in dict(sizes).items() if k in MESH_AXES or k not in (
-    "rules",)}, len(devices))
+  # config.mesh also holds `rules` (the table's name); every other key must be a mesh axis.
+  shape = mesh_shape({k: int(v) for k, v in dict(sizes).items() if k != "rules"}, len(devices))
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
               axis_types=(AxisType.Auto,) * len(MESH_AXES))

@@ -8,7 +8,7 @@ import flax.struct
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from flowav.parallel import sharding as shd
 from flowav.parallel.rules import Rules
@@ -32,15 +32,10 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
 
 
 def tree_shardings(tree: Any, mesh: Mesh, rules: Rules) -> Any:
-  """NamedShardings for any pytree: Variables with logical names are sharded by the rules, every
-  other leaf (step, rng, optimizer counters) is replicated."""
-  def one(x):
-    if isinstance(x, nnx.Variable):
-      names = x.get_metadata().get("out_sharding")
-      spec = shd.logical_to_spec(tuple(names), rules) if names else PartitionSpec()
-      return x.replace(NamedSharding(mesh, spec))
-    return NamedSharding(mesh, PartitionSpec())
-  return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  """NamedShardings for any pytree: Variables with logical names are sharded by the rules (a dim
+  that does not divide its mesh axes stays whole), every other leaf (step, rng, optimizer
+  counters) is replicated. See `flowav.parallel.sharding.state_shardings`."""
+  return shd.state_shardings(tree, mesh, rules)
 
 
 def param_paths(params: nnx.State) -> list[str]:

@@ -1,0 +1,131 @@
+"""Every registered tiny model on a fake 8-device CPU mesh, under every rules table.
+
+The device count must be set before jax starts, so `sharded_run.py` does the work in a subprocess
+(one per model and tier) and writes JSON that these tests check. The fast tier checks the planned
+shardings of every table on three meshes, real sharded arrays under fsdp, and one fsdp_tensor
+train step against the single-device step; the slow tier runs the step for every other layout and
+for a model whose dims do not divide the mesh.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from flowav import models
+from flowav.parallel import rules as rules_lib
+from tests.conftest import REPO
+
+MODELS = sorted(models.MODELS)
+TABLES = sorted(rules_lib.TABLES)
+MESHES = ["data=8", "data=2,fsdp=4", "data=2,fsdp=2,tensor=2"]
+FAST_STEP = "fsdp_tensor:data=2,fsdp=2,tensor=2"
+FAST_INIT = "fsdp:data=2,fsdp=4"
+# The step under every table on the meshes where it differs from another case (e.g. fsdp rules on
+# data=8 hold every parameter whole, the same layout as data_parallel), plus tensor=4 > KV heads.
+SLOW_STEPS = [
+  "replicated:data=8", "data_parallel:data=8", "data_parallel:data=2,fsdp=2,tensor=2",
+  "fsdp:data=2,fsdp=4", "fsdp:data=2,fsdp=2,tensor=2", "fsdp_tensor:data=2,fsdp=4",
+  "fsdp_tensor:fsdp=2,tensor=4"]
+# Per model, a tiny variant whose dims do not divide the mesh (vssflow: width 50 on fsdp=4, and a
+# single 12-wide KV head whose activations cannot split over tensor=2); they must stay whole.
+INDIVISIBLE = {
+  "vssflow": "fsdp_tensor:fsdp=4,tensor=2:width=50,num_kv_heads=1,head_dim=12,ff_hidden=100"}
+
+FAST_CASES = ([f"layout/{t}:{m}" for t in TABLES for m in MESHES]
+              + [f"init/{FAST_INIT}", f"step/{FAST_STEP}"])
+SLOW_CASES = [f"step/{c}" for c in SLOW_STEPS]
+
+
+@functools.cache
+def _run(model: str, data: pathlib.Path, out: pathlib.Path, cases: tuple[str, ...]) -> dict:
+  env = {**os.environ, "PYTHONPATH": str(REPO),
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  cmd = [sys.executable, "-m", "tests.parallel.sharded_run", f"--model={model}",
+         f"--data={data}", f"--out={out}", *(f"--case={c}" for c in cases)]
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def fast(tiny_demo, tmp_path_factory):
+  out = tmp_path_factory.mktemp("sharded")
+  return lambda model: _run(model, tiny_demo, out / f"{model}-fast.json", tuple(FAST_CASES))
+
+
+@pytest.fixture(scope="module")
+def slow(tiny_demo, tmp_path_factory):
+  out = tmp_path_factory.mktemp("sharded")
+  return lambda model: _run(model, tiny_demo, out / f"{model}-slow.json", tuple(
+    SLOW_CASES + [f"step/{INDIVISIBLE[model]}"] * (model in INDIVISIBLE)))
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("mesh", MESHES)
+def test_every_state_leaf_gets_a_named_sharding_on_the_mesh(fast, model, table, mesh):
+  r = fast(model)[f"layout/{table}:{mesh}"]
+  assert r["all_named_on_mesh"]
+  n = r["num_leaves"]
+  assert n["params"] > 0 and n["ema"] == n["params"]
+  assert n["opt_state"] >= 2 * n["params"]  # Adam's two moments, plus counters
+  if table in ("replicated", "data_parallel"):
+    assert r["fallbacks"] == []
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("case", [f"init/{FAST_INIT}", f"step/{FAST_STEP}"])
+def test_parameters_are_really_split(fast, model, case):
+  """Real arrays after `init_state` follow the plan and most parameters are split across devices."""
+  r = fast(model)[case]
+  assert r["arrays_follow_plan"] and r["finite"]
+  assert r["num_split"] >= r["num_params"] // 2, r
+  assert r["per_device_fraction"] < 0.5, r
+
+
+def _check_step(r: dict) -> None:
+  assert r["step"] == 1 and r["after_step_follow_plan"]
+  loss, loss1 = r["loss"]
+  assert abs(loss - loss1) <= 1e-5 + 1e-4 * abs(loss1), r["loss"]
+  norm, norm1 = r["grad_norm"]
+  assert abs(norm - norm1) <= 1e-5 + 1e-4 * abs(norm1), r["grad_norm"]
+  for part in ("params", "opt_state", "ema"):  # |a - b| <= 1e-5 + 1e-4 |b| everywhere
+    assert r[part]["worst"] <= 1.0, (part, r[part])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_sharded_step_equals_single_device_step(fast, model):
+  _check_step(fast(model)[f"step/{FAST_STEP}"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("case", SLOW_STEPS)
+def test_sharded_step_equals_single_device_step_every_layout(slow, model, case):
+  r = slow(model)[f"step/{case}"]
+  _check_step(r)
+  if case.startswith("fsdp") and ("fsdp=4" in case or "tensor=4" in case):
+    assert r["num_split"] >= r["num_params"] // 2 and r["per_device_fraction"] < 0.5, r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_indivisible_dims_fall_back_and_the_step_still_matches(slow, model):
+  if model not in INDIVISIBLE:
+    pytest.skip(f"no indivisible variant of {model} listed in INDIVISIBLE")
+  r = slow(model)[f"step/{INDIVISIBLE[model]}"]
+  assert r["fallbacks"], "width 50 on fsdp=4 should leave some dims whole"
+  assert any("embed (dim" in f and "does not divide fsdp" in f for f in r["fallbacks"])
+  assert r["arrays_follow_plan"] and r["num_split"] > 0
+  _check_step(r)
+
+
+def test_every_table_has_a_step_case():
+  assert {c.split(":")[0] for c in SLOW_STEPS + [FAST_STEP]} == set(TABLES)
