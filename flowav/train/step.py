@@ -75,10 +75,16 @@ def flow_matching_loss(model: nnx.Module, batch: Batch, key: jax.Array, cfg: Ste
 
 
 def _split_micro(batch: Batch, n: int) -> Batch:
+  """[B, ...] -> [n, B/n, ...] with micro-batch i = rows i, i+n, i+2n, ...
+
+  Strided rather than contiguous: the batch axis is sharded in contiguous blocks over devices, so
+  taking every n-th row keeps each micro-batch spread over all devices (a contiguous split would put
+  micro-batch 0 on the first 1/n of the devices and leave the rest idle).
+  """
   def one(x):
     if x.shape[0] % n:
       raise ValueError(f"batch of {x.shape[0]} does not split into config.optim.grad_accum={n}")
-    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+    return jnp.swapaxes(x.reshape((x.shape[0] // n, n) + x.shape[1:]), 0, 1)
   return jax.tree.map(one, batch)
 
 
