@@ -104,7 +104,7 @@ def load_run(workdir: str | pathlib.Path, *, use_ema: bool | None = None,
   step = ckpt.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"{ckpt.directory} holds no checkpoint: train first")
-  state, meta = ckpt.restore(step, rt.abstract_state, None, rt.meta)
+  state, meta = ckpt.restore(step, rt.abstract_state, rt.meta)
   ckpt.close()
   use_ema = bool(config.sample.use_ema) if use_ema is None else use_ema
   if use_ema and state.ema is not None:

@@ -3,6 +3,8 @@ r"""flowav's one entry point: `python -m flowav.main MODE [flags]`.
 Modes:
   build_demo_data --out=DIR                 build flowav-demo offline (deterministic)
   train  --config=configs/vssflow.py:demo --workdir=DIR [--config.train.num_steps=100]
+         multi-host: [--distributed=cluster] on TPU pods / SLURM, or explicitly
+         --coordinator_address=HOST:PORT --num_processes=N --process_id=I (see launch/)
   sample --workdir=DIR [--out=DIR] [--video=FILE.mp4 [--transcript="..."]]
   eval   --workdir=DIR                      metrics against negative controls -> eval.json
   export --workdir=DIR                      weights (EMA or raw, recorded) -> DIR/export/
@@ -34,6 +36,15 @@ _DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tin
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
                                   "train: resume even though the config changed.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+_DISTRIBUTED = flags.DEFINE_enum(
+  "distributed", "auto", ["auto", "cluster", "off"],
+  "train: multi-process start-up. auto: from the flags below (or FLOWAV_COORDINATOR_ADDRESS, "
+  "FLOWAV_NUM_PROCESSES, FLOWAV_PROCESS_ID) if given, else from a multi-task SLURM step, else one "
+  "process; cluster: JAX detects the cluster (TPU pod, SLURM, Open MPI); off: one process.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "train: HOST:PORT of process 0's coordinator (multi-process).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train: processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: this process's index, 0-based.")
 
 
 def _require(flag, mode: str) -> str:
@@ -49,6 +60,21 @@ def build_demo_data(out: str) -> None:
   info = build.build_demo(out, cfg)
   logging.info("flowav-demo in %s (%.0f s): %s", out, time.time() - t0,
                {k: v["num_examples"] for k, v in info.splits.items()})
+
+
+def init_distributed(mode: str) -> None:
+  """Joins a multi-process run (train only; before any other JAX use)."""
+  from flowav.parallel import distributed  # pylint: disable=g-import-not-at-top
+  given = [f.name for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.value is not None]
+  if mode != "train":
+    if given or _DISTRIBUTED.value == "cluster":
+      raise app.UsageError(f"mode {mode!r} runs in one process; multi-process flags are for train")
+    return
+  try:
+    distributed.initialize(_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+                           num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
 
 
 def train(config, workdir: str) -> dict:
@@ -77,6 +103,7 @@ def main(argv) -> None:
   if len(argv) != 2 or argv[1] not in MODES:
     raise app.UsageError(f"usage: python -m flowav.main MODE [flags]; MODE is one of {MODES}")
   mode = argv[1]
+  init_distributed(mode)
   if mode == "build_demo_data":
     build_demo_data(_require(_OUT, mode))
   elif mode == "train":

@@ -1,10 +1,12 @@
 """grain input pipeline: shuffle, crop/pad with masks, normalise, batch, shard per process.
 
 Data are indexed globally: the k-th element of the global stream is record `order[k]` of an
-epoch-wise shuffled, endlessly repeated dataset. Global batch b holds elements
-[b*G, (b+1)*G); process p of n reads the contiguous slice [b*G + p*L, b*G + (p+1)*L) with L = G/n.
-So the data a run sees depends only on (seed, global step), not on how many processes read it, and
-the grain iterator position (saved in every checkpoint) resumes it exactly.
+epoch-wise shuffled, endlessly repeated dataset. A stream that starts at element s has global batch
+b = elements [s + b*G, s + (b+1)*G); process p of n reads the contiguous slice
+[s + b*G + p*L, s + b*G + (p+1)*L) with L = G/n. So the data a run sees depends only on (seed,
+global position), not on how many processes read it. The position is a `DataPosition` (global
+units, saved in every checkpoint), and a resumed run restarts the stream at its next element, on
+any number of processes.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class _ReadExample:
 
 def make_dataset(data_dir: str, split: str, *, lengths: Lengths, global_batch: int,
                  seed: int, shuffle: bool = True, repeat: bool = True, random_crop: bool = False,
-                 process_index: int = 0, process_count: int = 1,
+                 process_index: int = 0, process_count: int = 1, start_element: int = 0,
                  require: tuple[str, ...] = ()) -> grain.MapDataset:
   """A MapDataset of this process's batches (dicts of [L, ...] numpy arrays).
 
@@ -152,6 +154,8 @@ def make_dataset(data_dir: str, split: str, *, lengths: Lengths, global_batch: i
     seed: shuffle / crop seed.
     shuffle: epoch-wise shuffling (False = record order, for evaluation).
     repeat: endless (training) or one pass (evaluation; the last partial batch is dropped).
+    start_element: global element id of the first batch's first row (`DataPosition.next_element`
+      of a restored run); only for repeating streams.
   """
   info = records.DatasetInfo.load(data_dir)
   paths = info.shard_paths(data_dir, split)
@@ -162,18 +166,20 @@ def make_dataset(data_dir: str, split: str, *, lengths: Lengths, global_batch: i
   if global_batch % process_count:
     raise ValueError(f"config.data.batch_size={global_batch} does not divide over "
                      f"{process_count} processes")
+  if start_element and not repeat:
+    raise ValueError("start_element is only meaningful for a repeating (training) stream")
   local = global_batch // process_count
   stats = LatentStats.from_dict(info.latent_stats)
   read = _ReadExample(source, n, data_dir, split, lengths, dict(info.rates), stats,
                       seed if shuffle else -1, random_crop, require)
-  num_batches = (2**62 // global_batch) if repeat else n // global_batch
+  num_batches = ((2**62 - start_element) // global_batch) if repeat else n // global_batch
   if num_batches == 0:
     raise ValueError(f"{data_dir}: split {split!r} has {n} records, fewer than one batch of "
                      f"{global_batch}")
 
   def element_of(j: int) -> int:  # local element j -> global element id
     b, r = divmod(int(j), local)
-    return b * global_batch + process_index * local + r
+    return start_element + b * global_batch + process_index * local + r
 
   ds = grain.MapDataset.range(num_batches * local).map(element_of).map(read)
   return ds.batch(local, drop_remainder=True)
@@ -181,6 +187,41 @@ def make_dataset(data_dir: str, split: str, *, lengths: Lengths, global_batch: i
 
 def to_iterator(ds: grain.MapDataset, *, num_threads: int = 2,
                 prefetch: int = 4) -> grain.DatasetIterator:
-  """A checkpointable iterator (`get_state` / `set_state`, orbax via grain.checkpoint)."""
+  """An iterator over `ds` with `num_threads` reader threads.
+
+  Its own `get_state` counts this process's batches; training checkpoints record a global
+  `DataPosition` instead and rebuild the stream with `make_dataset(start_element=...)`.
+  """
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                    prefetch_buffer_size=prefetch)))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPosition:
+  """Where the global training stream stands after `step` optimizer steps (checkpoint JSON).
+
+  Everything is in global units, so it means the same on any process count. `next_element` is the
+  first element the next step reads; it equals step * global_batch unless the batch size was
+  changed on a resume (the stream then continues from this element with the new batch size).
+  """
+  step: int
+  next_element: int
+  global_batch: int
+  seed: int
+  num_records: int
+
+  def advance(self, step: int, global_batch: int | None = None) -> DataPosition:
+    """The position after training on to `step` with `global_batch` (default: unchanged)."""
+    g = self.global_batch if global_batch is None else int(global_batch)
+    return dataclasses.replace(self, step=int(step), global_batch=g,
+                               next_element=self.next_element + (int(step) - self.step) * g)
+
+  def to_json(self) -> dict[str, int]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: Mapping[str, Any], *, source: str = "") -> DataPosition:
+    missing = sorted({f.name for f in dataclasses.fields(cls)} - set(d))
+    if missing:
+      raise ValueError(f"{source}: data position lacks {missing} (got {dict(d)})")
+    return cls(**{f.name: int(d[f.name]) for f in dataclasses.fields(cls)})

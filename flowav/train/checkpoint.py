@@ -1,9 +1,12 @@
-"""orbax checkpoints of the train state + the grain iterator position + run metadata.
+"""orbax checkpoints of the train state + the global data position + run metadata.
 
-`workdir/checkpoints/<step>/` holds three items: `state` (TrainState), `data_iter` (grain
-iterator state, one file per process) and `meta` (JSON: model name and variant, parameter paths
-digest, codec and latent statistics). orbax writes each step to a temporary directory and renames
-it when complete, so a killed save never leaves a directory that `latest_step` would pick up.
+`workdir/checkpoints/<step>/` holds three items: `state` (TrainState), `data` (JSON
+`pipeline.DataPosition`: step, global batch size, next global element, seed, record count; the same
+whatever the process count, so a run can resume on another topology) and `meta` (JSON: model name
+and variant, parameter paths digest, codec and latent statistics). orbax writes each step to a
+temporary directory and renames it when complete, so a killed save never leaves a directory that
+`latest_step` would pick up. Every process calls `save` (orbax writes each array shard from the
+process that holds it, and the JSON items from process 0).
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ import hashlib
 import pathlib
 from typing import Any
 
-import grain
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from flowav.data.pipeline import DataPosition
 from flowav.train.state import TrainState
 
 
@@ -32,7 +35,7 @@ def params_digest(params: Any) -> str:
 
 
 class Checkpointer:
-  """Saves and restores (TrainState, data iterator, metadata) under `workdir/checkpoints`."""
+  """Saves and restores (TrainState, data position, metadata) under `workdir/checkpoints`."""
 
   def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
@@ -45,12 +48,14 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, state: TrainState, data_iter: Any, meta: dict[str, Any], *,
+  def save(self, state: TrainState, data: DataPosition | None, meta: dict[str, Any], *,
            force: bool = False) -> None:
     step = int(jax.device_get(state.step))
+    if data is not None and data.step != step:
+      raise ValueError(f"data position is at step {data.step}, the state at step {step}")
     args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
-    if data_iter is not None:
-      args["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
+    if data is not None:
+      args["data"] = ocp.args.JsonSave(data.to_json())
     self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
   def read_meta(self, step: int) -> dict[str, Any]:
@@ -69,15 +74,25 @@ class Checkpointer:
           f"{expected.get('variant')!r}). Use another --workdir, or the config it was trained with.")
     return meta
 
-  def restore(self, step: int, abstract_state: TrainState, data_iter: Any,
+  def restore(self, step: int, abstract_state: TrainState,
               expected_meta: dict[str, Any]) -> tuple[TrainState, dict[str, Any]]:
     """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs)."""
     meta = self.check_compatible(step, expected_meta)
-    args = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iter is not None:
-      args["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
-    out = self.manager.restore(step, args=ocp.args.Composite(**args))
+    out = self.manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     return out.state, meta
+
+  def read_data_position(self, step: int) -> DataPosition | None:
+    """The data position saved at `step`; None for a checkpoint written before it was recorded."""
+    where = self.directory / str(step)
+    if not (where / "data").exists():
+      return None
+    out = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+    pos = DataPosition.from_json(out.data, source=f"{where}/data")
+    if pos.step != step:
+      raise ValueError(f"Checkpoint {where} is inconsistent: its data position is for step "
+                       f"{pos.step}. Remove this step directory to resume from an earlier one.")
+    return pos
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

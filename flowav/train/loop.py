@@ -2,10 +2,12 @@
 
 Re-running the same command resumes from the last checkpoint (train state + data position) and
 ends bit-identical to an uninterrupted run. SIGTERM (preemption) writes a checkpoint and exits.
+A NaN/Inf loss raises NonFiniteLossError naming the step range; a non-finite state is never saved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 import signal
@@ -13,11 +15,13 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
-import tqdm
 from absl import logging
+from jax.experimental import multihost_utils
 
+from flowav import progress as progress_lib
 from flowav.data import pipeline, records
 from flowav.parallel import sharding as shd
 from flowav.train import runtime, summaries
@@ -27,7 +31,22 @@ from flowav.train.checkpoint import Checkpointer
 
 
 class NonFiniteLossError(RuntimeError):
-  pass
+  """The loss (or, before a checkpoint, the train state) is NaN/Inf; names the step range."""
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  """True when every floating-point leaf is finite: one fused on-device reduction, one scalar back."""
+  ok = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(ok).all() if ok else jnp.asarray(True)
+
+
+def _diverged(what: str, since: int, step: int, ckpt: Checkpointer) -> NonFiniteLossError:
+  """The error to raise; first lets an in-flight save of the last good state commit."""
+  ckpt.wait()
+  return NonFiniteLossError(
+    f"{what} somewhere within steps ({since}, {step}]; the last good checkpoint (step "
+    f"{ckpt.latest_step()}) in {ckpt.directory} is kept.")
 
 
 def run_meta(rt: runtime.Runtime, info: records.DatasetInfo) -> dict[str, Any]:
@@ -66,17 +85,73 @@ def check_data_fits_model(config: mlc.ConfigDict, info: records.DatasetInfo,
                      f"audio frames; config.model.max_frames={config.model.max_frames} is too small")
 
 
-def make_data(config: mlc.ConfigDict, split: str, *, train: bool) -> Any:
+def data_info(config: mlc.ConfigDict) -> tuple[records.DatasetInfo, pipeline.Lengths]:
+  """The dataset's description and the stream lengths, checked against the model config."""
   info = records.DatasetInfo.load(config.data.dir)
   lengths = pipeline.lengths_for(info, float(config.data.clip_seconds),
                                  int(config.data.max_phones))
   check_data_fits_model(config, info, lengths)
+  return info, lengths
+
+
+def make_data(config: mlc.ConfigDict, split: str, *, train: bool, start_element: int = 0) -> Any:
+  """(info, this process's share of `split`); training streams start at global `start_element`."""
+  info, lengths = data_info(config)
   ds = pipeline.make_dataset(
     config.data.dir, split, lengths=lengths, global_batch=int(config.data.batch_size),
     seed=int(config.train.seed), shuffle=train, repeat=train,
     random_crop=bool(config.data.random_crop) and train,
-    process_index=jax.process_index(), process_count=jax.process_count())
+    process_index=jax.process_index(), process_count=jax.process_count(),
+    start_element=start_element)
   return info, ds
+
+
+def resume_position(config: mlc.ConfigDict, info: records.DatasetInfo, ckpt: Checkpointer,
+                    step: int | None) -> pipeline.DataPosition:
+  """The global data position to continue from: the start, or the one saved at `step`.
+
+  A checkpoint that changes meaning under the current config is named in a warning: a different
+  global batch size (only reachable with --allow_config_change) continues from the saved next
+  element, so no example is skipped or repeated; a different seed or record count changes the
+  shuffle order from here on.
+  """
+  split = config.data.train_split
+  fresh = pipeline.DataPosition(step=0, next_element=0, global_batch=int(config.data.batch_size),
+                                seed=int(config.train.seed),
+                                num_records=int(info.splits.get(split, {}).get("num_examples", 0)))
+  if step is None:
+    return fresh
+  saved = ckpt.read_data_position(step)
+  if saved is None:  # written before positions were recorded: the batch size never changed
+    logging.warning("Checkpoint %s/%d has no data position; assuming %d examples per step",
+                    ckpt.directory, step, fresh.global_batch)
+    return fresh.advance(step)
+  for key in ("global_batch", "seed", "num_records"):
+    if getattr(saved, key) != getattr(fresh, key):
+      logging.warning("Checkpoint %s/%d was trained with %s=%d, this run has %d; the data stream "
+                      "continues from global element %d", ckpt.directory, step, key,
+                      getattr(saved, key), getattr(fresh, key), saved.next_element)
+  return dataclasses.replace(saved, global_batch=fresh.global_batch, seed=fresh.seed,
+                             num_records=fresh.num_records)
+
+
+# With several processes, stop requests are exchanged every this many steps (a host all-gather that
+# waits for the step to finish, so not every step: it would stall asynchronous dispatch).
+STOP_SYNC_EVERY = 10
+
+
+def _agree_to_stop(step: int, is_last: bool, wants_stop: bool) -> bool:
+  """Whether every process stops after `step`.
+
+  SIGTERM may reach one host only and wall-clock deadlines differ slightly between hosts; a process
+  leaving the loop alone would hang the others in the next collective. So processes compare their
+  requests at the same steps and all stop if any asked to.
+  """
+  if jax.process_count() == 1:
+    return wants_stop
+  if step % STOP_SYNC_EVERY and not is_last:
+    return False
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(wants_stop))))
 
 
 class _Preemption:
@@ -110,9 +185,8 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
   if changed:
     logging.warning("Config keys changed since the last run (accepted): %s", changed)
   rt = runtime.make_runtime(config)
-  info, train_ds = make_data(config, config.data.train_split, train=True)
-  data_iter = pipeline.to_iterator(train_ds, num_threads=int(config.data.num_threads),
-                                   prefetch=int(config.data.prefetch))
+  shd.check_batch_divides(int(config.data.batch_size), rt.mesh, rt.rules)
+  info, _ = data_info(config)
   meta = run_meta(rt, info)
   ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
   latest = ckpt.latest_step()
@@ -120,9 +194,16 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
     state = rt.init_state()
     logging.info("Initialised a new run in %s", workdir)
   else:
-    state, _ = ckpt.restore(latest, rt.abstract_state, data_iter, meta)
+    state, _ = ckpt.restore(latest, rt.abstract_state, meta)
     logging.info("Resumed %s from step %d", workdir, latest)
-  workdir_lib.write_config(workdir, config)  # only once the workdir is known to fit the config
+  # The data stream is rebuilt from the global position, so any process count resumes it exactly.
+  position = resume_position(config, info, ckpt, latest)
+  _, train_ds = make_data(config, config.data.train_split, train=True,
+                          start_element=position.next_element)
+  data_iter = pipeline.to_iterator(train_ds, num_threads=int(config.data.num_threads),
+                                   prefetch=int(config.data.prefetch))
+  if jax.process_index() == 0:  # one writer: the workdir may be shared by every process
+    workdir_lib.write_config(workdir, config)  # only once the workdir is known to fit the config
 
   cfg = step_lib.step_config(config)
   batch_sh = None  # shardings are carried by the global arrays themselves
@@ -139,8 +220,7 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
               if float(config.train.max_minutes) > 0 else None)
   last_logged: dict[str, float] = {}
   last_checked = start
-  bar = tqdm.tqdm(total=num_steps, initial=start, desc="train", disable=not progress,
-                  dynamic_ncols=True)
+  bar = progress_lib.bar(total=num_steps, initial=start, desc="train", disable=not progress)
   t_last, steps_since = time.time(), 0
   with _Preemption() as preempt, jax.set_mesh(rt.mesh), shd.use_mesh(rt.mesh, rt.rules):
     step = start
@@ -151,13 +231,12 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
       steps_since += 1
       bar.update(1)
       is_last = step == num_steps
-      stop = preempt.requested or (deadline is not None and time.time() > deadline)
+      stop = _agree_to_stop(step, is_last,
+                            preempt.requested or (deadline is not None and time.time() > deadline))
       if step % int(config.train.log_every) == 0 or is_last or stop:
         host = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not np.isfinite(host["loss"]):
-          raise NonFiniteLossError(
-            f"Loss became {host['loss']} somewhere within steps ({last_checked}, {step}]; the "
-            f"last good checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept.")
+          raise _diverged(f"Loss became {host['loss']}", last_checked, step, ckpt)
         last_checked = step
         now = time.time()
         host["steps_per_sec"] = steps_since / max(now - t_last, 1e-9)
@@ -176,15 +255,22 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
       if writer and every > 0 and step % every == 0 and not is_last:
         summaries.log_samples(writer, config, rt, state, info, step)
       if step % int(config.train.checkpoint_every) == 0 or is_last or stop:
-        ckpt.save(state, data_iter, meta)
+        # Log steps only see the loss, which predates this step's update: never save a NaN state.
+        if not (np.isfinite(float(jax.device_get(metrics["loss"])))
+                and bool(jax.device_get(_all_finite(state)))):
+          raise _diverged("Loss or train state became NaN/Inf", last_checked, step, ckpt)
+        last_checked = step
+        ckpt.save(state, position.advance(step), meta)
       if stop and not is_last:
-        logging.warning("Stopping at step %d (%s); rerun the same command to resume.", step,
-                        "SIGTERM" if preempt.requested else "train.max_minutes reached")
+        why = ("SIGTERM" if preempt.requested else "train.max_minutes reached"
+               if deadline is not None and time.time() > deadline else "another process stopped")
+        logging.warning("Stopping at step %d (%s); rerun the same command to resume.", step, why)
         break
   bar.close()
-  ckpt.close()
+  ckpt.close()  # waits for the async save: a preempted run exits only once it is committed
   if writer:
-    summaries.log_samples(writer, config, rt, state, info, step)
+    if not preempt.requested:  # the preemption grace period is too short for sampling
+      summaries.log_samples(writer, config, rt, state, info, step)
     writer.close()
   return last_logged
 

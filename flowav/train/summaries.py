@@ -34,7 +34,13 @@ class Writer:
 
 def log_samples(writer: Writer, config: Any, rt: Any, state: Any, info: Any, step: int,
                 per_task: int = 1) -> None:
-  """Samples a few validation clips per task with the current weights and logs mel + audio."""
+  """Samples a few validation clips per task with the current weights and logs mel + audio.
+
+  Skipped in a multi-process run: only process 0 writes summaries, and a jitted sampler over
+  parameters spread across every process would wait forever for the others to join.
+  """
+  if jax.process_count() > 1:
+    return
   from flowav import generate  # pylint: disable=g-import-not-at-top  (avoids an import cycle)
   from flowav.audio.codec import LatentStats, make_codec  # pylint: disable=g-import-not-at-top
   lengths = pipeline.lengths_for(info, float(config.data.clip_seconds), int(config.data.max_phones))

@@ -31,10 +31,13 @@ def _state(workdir: pathlib.Path):
   return run.step, jax.tree.leaves(jax.tree.map(np.asarray, run.params))
 
 
-def _data_position(workdir: pathlib.Path, step: int) -> str:
-  files = sorted((workdir / "checkpoints" / str(step) / "data_iter").glob("*.json"))
-  assert files, f"no grain iterator state saved at step {step}"
-  return "".join(f.read_text() for f in files)
+def _data_position(workdir: pathlib.Path, step: int):
+  from flowav.train.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  ckpt = Checkpointer(workdir, async_save=False)
+  pos = ckpt.read_data_position(step)
+  ckpt.close()
+  assert pos is not None, f"no data position saved at step {step}"
+  return pos
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tiny_demo, tmp_path):
@@ -61,4 +64,6 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_demo, tmp_path):
   assert step_a == step_b == steps
   for a, b in zip(leaves_a, leaves_b, strict=True):
     np.testing.assert_array_equal(a, b)
-  assert _data_position(clean, steps) == _data_position(killed, steps)
+  pos = _data_position(killed, steps)
+  assert pos == _data_position(clean, steps)
+  assert pos.next_element == steps * pos.global_batch  # the tiny config's global batch

@@ -21,13 +21,13 @@ import multiprocessing
 import os
 import pathlib
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import tqdm
 
+from flowav import progress as progress_lib
 from flowav.audio import codec as codec_lib
 from flowav.audio import io as audio_io
 from flowav.data import media, records, schema
@@ -131,7 +131,7 @@ def build_demo(out_dir: str | pathlib.Path, cfg: DemoConfig = DemoConfig(), *,
     (out / RAW_DIR / split).mkdir(parents=True, exist_ok=True)
   total = sum(cfg.count(subset, split) for subset in SUBSETS for split in SPLITS)
   splits = {}
-  with (tqdm.tqdm(total=total, desc=NAME, unit="clip", file=sys.stderr, disable=not progress)
+  with (progress_lib.bar(total=total, desc=NAME, unit="clip", disable=not progress)
         as bar, _clip_runner(cfg, out) as run):
     for split in SPLITS:
       tasks = [(subset, split, i) for subset in SUBSETS for i in range(cfg.count(subset, split))]
