@@ -152,6 +152,13 @@ def read_video(path: str | os.PathLike, *, fps: float, size: int | None = None) 
                    audio=audio, audio_sr=decoded.audio_sr if audio is not None else None)
 
 
+def _declared_seconds(stream: av.stream.Stream) -> float | None:
+  """The stream's declared duration in seconds, if the container states one."""
+  if stream.duration and stream.time_base:
+    return float(stream.duration * stream.time_base)
+  return None
+
+
 class _Decoded:
   """Accumulates the frames of one pass over the first video and first audio stream."""
 
@@ -165,6 +172,10 @@ class _Decoded:
     self.images: list[np.ndarray] = []
     self.last_len = 1.0 / self.nominal_fps if self.nominal_fps else 0.0
     self.audio_sr = int(self.audio_stream.rate) if self.audio_stream else None
+    # Declared lengths are read now: the results are used after the container is closed, when a
+    # stream's fields are no longer valid (time_base was seen to read None then).
+    self.video_declared_s = _declared_seconds(self.video_stream)
+    self.audio_declared_s = _declared_seconds(self.audio_stream) if self.audio_stream else None
     self.resampler = (av.AudioResampler(format="fltp", layout="mono", rate=self.audio_sr)
                       if self.audio_stream else None)
     self.chunks: list[np.ndarray] = []
@@ -210,8 +221,7 @@ class _Decoded:
     if not fps:
       fps = (len(t) - 1) / t[-1] if len(t) > 1 and t[-1] > 0 else 25.0
     end = float(t[-1] + (self.last_len or 1.0 / fps))
-    stream = self.video_stream
-    declared = float(stream.duration * stream.time_base) if stream.duration else None
+    declared = self.video_declared_s
     if declared and end < declared - max(0.25, 0.05 * declared):
       raise MediaError(f"{path}: truncated: decoded {end:.2f} s of video, the stream declares "
                        f"{declared:.2f} s")
@@ -225,9 +235,9 @@ class _Decoded:
     if not self.chunks:
       return None
     wav = np.concatenate(self.chunks).astype(np.float32)
-    sr, stream = self.audio_sr, self.audio_stream
-    if stream.duration:  # the encoder pads the last AAC frame; the stream knows the true length
-      wav = wav[:int(round(float(stream.duration * stream.time_base) * sr))]
+    sr = self.audio_sr
+    if self.audio_declared_s:  # the encoder pads the last AAC frame; the stream knows the true length
+      wav = wav[:int(round(self.audio_declared_s * sr))]
     shift = int(round(((self.first_audio_time or 0.0) - start_s) * sr))
     if shift > 0:  # audio starts after the first video frame
       wav = np.concatenate([np.zeros(shift, np.float32), wav])
