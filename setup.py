@@ -36,6 +36,9 @@ EXTRAS = {
   # Accelerators: the jax plugin pinned to the core jax range.
   "cuda12": ["jax[cuda12]>=0.10.2,<0.11"],
   "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+  # benchmarks/train_speed.py's PyTorch comparison block only; exactly this wheel (a looser range
+  # pulls gigabytes of CUDA wheels).
+  "bench": ["torch==2.13.0"],
 }
 
 setup(

@@ -34,6 +34,7 @@ from jax.experimental import topologies
 from ml_collections import config_flags
 
 from flowav.data import pipeline
+from flowav.parallel import mesh as mesh_lib
 from flowav.parallel import rules as rules_lib
 from flowav.parallel import sharding as shd
 from flowav.train import runtime
@@ -75,15 +76,6 @@ def parse_target(target: str) -> tuple[str, str, int]:
                        f"{sorted(TOPOLOGIES[gen])}")
     return "tpu", gen, chips
   raise ValueError(f"--target={target}: expected tpu:<type>-<cores> or cpu:<devices>")
-
-
-def mesh_for(table: str, n: int, tensor: int) -> dict[str, int]:
-  """A mesh that exercises `table`: all devices on the axis the table shards over."""
-  if table == "fsdp":
-    return {"data": 1, "fsdp": n, "tensor": 1}
-  if table == "fsdp_tensor":
-    return {"data": 1, "fsdp": n // tensor, "tensor": tensor}
-  return {"data": n, "fsdp": 1, "tensor": 1}
 
 
 def abstract_batch(config, global_batch: int):
@@ -155,7 +147,7 @@ def main(argv):
     nnx.state(nnx.eval_shape(lambda: runtime.build_model(config)), nnx.Param))
   results = []
   for table in tables:
-    sizes = mesh_for(table, len(devices), _TENSOR.value)
+    sizes = mesh_lib.mesh_for_rules(table, len(devices), _TENSOR.value)
     print(f"compiling {config.model.name}/{config.model.variant} for {_TARGET.value} "
           f"rules={table} mesh={sizes} ...", flush=True)
     try:

@@ -38,3 +38,16 @@ def make_mesh(sizes: dict[str, Any], devices: Sequence[jax.Device] | None = None
   shape = mesh_shape({k: int(v) for k, v in dict(sizes).items() if k != "rules"}, len(devices))
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,
               axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def mesh_for_rules(table: str, num_devices: int, tensor: int = 2) -> dict[str, int]:
+  """A mesh that exercises rules `table` on `num_devices`: every device on the axes it shards.
+
+  For benchmarks and AOT checks; a real run sets `config.mesh` itself.
+  """
+  if table == "fsdp":
+    return {"data": 1, "fsdp": num_devices, "tensor": 1}
+  if table == "fsdp_tensor":
+    tensor = min(tensor, num_devices)
+    return {"data": 1, "fsdp": num_devices // tensor, "tensor": tensor}
+  return {"data": num_devices, "fsdp": 1, "tensor": 1}

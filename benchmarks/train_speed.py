@@ -1,0 +1,196 @@
+r"""Training throughput of one DiT block at MMAudio-S shapes: flowav (JAX) vs a PyTorch block.
+
+The block is adaLN-Zero DiT (Peebles & Xie 2023, §3.2: modulated LayerNorm → self-attention →
+modulated LayerNorm → 4x GELU MLP, gated residuals), built from flowav.nn's Attention, Mlp,
+LayerNorm and AdaLNModulation. Shapes: width 448 (7 heads x 64), 391 tokens, batch 2. One timed
+iteration is forward + backward (gradients of every parameter and of the input) of mean(out²).
+
+Model FLOPs, counted analytically per block forward: 24·B·S·D² (q, k, v, out and the 4x MLP)
++ 4·B·S²·D (scores and weighted values) + 12·B·D² (adaLN); forward + backward = 3x forward.
+
+Measured side by side in one process, for float32 and for bfloat16 matmul inputs (float32
+parameters and accumulation; PyTorch: autocast to bfloat16):
+  * jax/1-device: the jitted step on one device;
+  * jax/<rules> on --devices fake CPU devices (one mesh per rules table; the cores are shared, so
+    this shows the cost of sharding, not a speed-up);
+  * torch: the same block in PyTorch (needs `pip install -e '.[bench]'`, torch==2.13.0).
+
+  python benchmarks/train_speed.py [--devices=2] [--repeats=20]
+Writes benchmarks/results/train_speed_<backend>.json with the CPU model and flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from flowav import nn as fnn
+from flowav.parallel import mesh as mesh_lib
+from flowav.parallel import rules as rules_lib
+from flowav.parallel import sharding as shd
+
+_DEVICES = flags.DEFINE_integer("devices", 2, "Fake CPU devices for the rules-table runs.")
+_REPEATS = flags.DEFINE_integer("repeats", 20, "Timed iterations (median reported).")
+_OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
+
+WIDTH, HEADS, TOKENS, BATCH, MLP_RATIO = 448, 7, 391, 2, 4
+
+
+class DiTBlock(nnx.Module):
+  """adaLN-Zero DiT block: x `[B, S, D]`, c `[B, D]` -> `[B, S, D]`."""
+
+  def __init__(self, width: int, heads: int, mlp_ratio: int, *, dtype=None, rngs: nnx.Rngs):
+    self.norm1 = fnn.LayerNorm(width, use_scale=False, use_bias=False)
+    self.attn = fnn.Attention(width, heads, width // heads, use_bias=True, dtype=dtype, rngs=rngs)
+    self.norm2 = fnn.LayerNorm(width, use_scale=False, use_bias=False)
+    self.mlp = fnn.Mlp(width, mlp_ratio * width, dtype=dtype, rngs=rngs)
+    # Not zero-initialised: with zero gates the backward pass would skip most of its work.
+    self.mod = fnn.AdaLNModulation(width, width, 6, zero_init=False, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
+    shift1, scale1, gate1, shift2, scale2, gate2 = self.mod(c)
+    x = x + fnn.gate(self.attn(fnn.modulate(self.norm1(x), shift1, scale1)), gate1)
+    return x + fnn.gate(self.mlp(fnn.modulate(self.norm2(x), shift2, scale2)), gate2)
+
+
+def model_flops(b: int = BATCH, s: int = TOKENS, d: int = WIDTH) -> float:
+  """Forward + backward FLOPs of one block (see the module docstring)."""
+  return 3.0 * (24 * b * s * d * d + 4 * b * s * s * d + 12 * b * d * d)
+
+
+def _median_time(fn, repeats: int) -> float:
+  fn()  # compile / warm up
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def time_jax(dtype, devices: list, table: str | None) -> dict:
+  """Median seconds of one jitted forward+backward, on `devices` under rules `table`."""
+  model = DiTBlock(WIDTH, HEADS, MLP_RATIO, dtype=dtype, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((BATCH, TOKENS, WIDTH)), jnp.float32)
+  c = jnp.asarray(rng.standard_normal((BATCH, WIDTH)), jnp.float32)
+
+  def loss(p, x, c):
+    return jnp.mean(nnx.merge(graphdef, p)(x, c).astype(jnp.float32) ** 2)
+
+  grad = jax.grad(loss, argnums=(0, 1))
+  if table is None:
+    step = jax.jit(grad)
+    params, x, c = jax.device_put((params, x, c), devices[0])
+    run = lambda: jax.block_until_ready(step(params, x, c))
+    return {"step_s": _median_time(run, _REPEATS.value)}
+  sizes = mesh_lib.mesh_for_rules(table, len(devices))
+  mesh = mesh_lib.make_mesh(sizes, devices)
+  rules = rules_lib.get_rules(table)
+  shd.check_batch_divides(BATCH, mesh, rules)
+  with shd.use_mesh(mesh, rules):
+    p_sh = shd.state_shardings(params, mesh, rules)
+    params = jax.device_put(params, p_sh)
+    x = jax.device_put(x, shd.batch_sharding(mesh, rules, 3))
+    c = jax.device_put(c, shd.batch_sharding(mesh, rules, 2))
+    step = jax.jit(grad)
+    run = lambda: jax.block_until_ready(step(params, x, c))
+    return {"mesh": sizes, "step_s": _median_time(run, _REPEATS.value)}
+
+
+def time_torch(bf16: bool) -> dict | None:
+  """The same block in PyTorch (None if torch is not installed)."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count() or 1)
+  d, h = WIDTH, HEADS
+  lin = lambda i, o: torch.nn.Linear(i, o)
+  layers = torch.nn.ModuleDict({"q": lin(d, d), "k": lin(d, d), "v": lin(d, d), "o": lin(d, d),
+                                "fc1": lin(d, 4 * d), "fc2": lin(4 * d, d), "mod": lin(d, 6 * d)})
+  x = torch.randn(BATCH, TOKENS, d, requires_grad=True)
+  c = torch.randn(BATCH, d)
+
+  def block(x):
+    s1, sc1, g1, s2, sc2, g2 = layers["mod"](F.silu(c))[:, None].chunk(6, dim=-1)
+    y = F.layer_norm(x, (d,)) * (1 + sc1) + s1
+    split = lambda t: t.view(BATCH, TOKENS, h, d // h).transpose(1, 2)
+    a = F.scaled_dot_product_attention(split(layers["q"](y)), split(layers["k"](y)),
+                                       split(layers["v"](y)))
+    x = x + g1 * layers["o"](a.transpose(1, 2).reshape(BATCH, TOKENS, d))
+    y = F.layer_norm(x, (d,)) * (1 + sc2) + s2
+    return x + g2 * layers["fc2"](F.gelu(layers["fc1"](y), approximate="tanh"))
+
+  def run():
+    layers.zero_grad(set_to_none=True)
+    x.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+      out = block(x)
+    (out.float() ** 2).mean().backward()
+
+  return {"step_s": _median_time(run, _REPEATS.value), "torch": torch.__version__,
+          "threads": torch.get_num_threads()}
+
+
+def main(argv):
+  del argv
+  devices = jax.devices("cpu")
+  if len(devices) < _DEVICES.value:
+    raise app.UsageError(f"--devices={_DEVICES.value} but jax sees {len(devices)}: run with "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count={_DEVICES.value}")
+  flops = model_flops()
+  rows = []
+  for name, dtype in (("float32", None), ("bfloat16", jnp.bfloat16)):
+    arms = {"jax/1-device": time_jax(dtype, devices[:1], None)}
+    for table in rules_lib.TABLES:
+      try:
+        arms[f"jax/{table}"] = time_jax(dtype, devices[:_DEVICES.value], table)
+      except ValueError as e:  # e.g. a batch of 2 that a mesh cannot split
+        arms[f"jax/{table}"] = {"error": str(e)}
+    torch_arm = time_torch(name == "bfloat16")
+    if torch_arm is not None:
+      arms["torch"] = torch_arm
+    for arm in arms.values():
+      if "step_s" in arm:
+        arm["gflop_per_s"] = round(flops / arm["step_s"] / 1e9, 1)
+    print(name, json.dumps(arms), flush=True)
+    rows.append({"dtype": name, "arms": arms})
+  result = {
+    "benchmark": "dit_block_train_speed", "shapes": {"width": WIDTH, "heads": HEADS,
+                                                     "tokens": TOKENS, "batch": BATCH,
+                                                     "mlp_ratio": MLP_RATIO},
+    "model_gflop_fwd_bwd": flops / 1e9, "repeats": _REPEATS.value, "results": rows,
+    "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
+                "python": sys.version.split()[0], "xla_flags": os.environ.get("XLA_FLAGS", "")},
+    "date": time.strftime("%Y-%m-%d"),
+  }
+  out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
+                     f"train_speed_{jax.default_backend()}.json")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(result, indent=1) + "\n")
+  print(f"wrote {out}")
+
+
+def _cpu_model() -> str:
+  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+    if line.startswith("model name"):
+      return line.split(":", 1)[1].strip()
+  return "unknown"
+
+
+if __name__ == "__main__":
+  app.run(main)
