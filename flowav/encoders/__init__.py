@@ -1,0 +1,1 @@
+"""Frozen pretrained encoders and vocoders in JAX/Flax, loaded from local weight files."""
