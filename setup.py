@@ -27,10 +27,17 @@ CORE = [
   "tensorboardX>=2.6.5,<2.7",
   "matplotlib>=3.11,<3.12",
   "tqdm>=4.70,<5",
+  "safetensors>=0.8,<0.9",  # pretrained encoder weights (flowav.encoders), read without torch
 ]
 
 EXTRAS = {
-  "test": ["pytest>=8,<10", "pytest-xdist>=3.8,<4", "ruff>=0.17,<0.18"],
+  "test": ["pytest>=8,<10", "pytest-xdist>=3.8,<4", "ruff>=0.17,<0.18",
+           # Reference models the encoder tests build with random weights, and ImageNet test images.
+           "transformers>=4.57,<6", "scikit-image>=0.25,<1"],
+  # One-time conversion of torch weight files (torch.load(weights_only=True)) to safetensors,
+  # and the torch references of the encoder tests. Exactly this wheel: a looser range pulls
+  # gigabytes of CUDA wheels.
+  "convert": ["torch==2.13.0"],
   # Media tools beyond the core (PyAV and soundfile are core): image resizing for user videos.
   "media": ["pillow>=11,<13"],
   # Accelerators: the jax plugin pinned to the core jax range.
