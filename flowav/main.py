@@ -2,6 +2,8 @@ r"""flowav's one entry point: `python -m flowav.main MODE [flags]`.
 
 Modes:
   build_demo_data --out=DIR                 build flowav-demo offline (deterministic)
+  preprocess --input=DIR --out=DIR [--config=configs/preprocess.py]   a folder of media -> dataset
+         (resumable; several hosts: --process_id=I --num_processes=N on each, no coordinator)
   train  --config=configs/vssflow.py:demo --workdir=DIR [--config.train.num_steps=100]
          multi-host: [--distributed=cluster] on TPU pods / SLURM, or explicitly
          --coordinator_address=HOST:PORT --num_processes=N --process_id=I (see launch/)
@@ -22,12 +24,13 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-MODES = ("build_demo_data", "train", "sample", "eval", "export", "demo")
+MODES = ("build_demo_data", "preprocess", "train", "sample", "eval", "export", "demo")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
-_OUT = flags.DEFINE_string("out", None, "Output directory (build_demo_data, sample).")
+_OUT = flags.DEFINE_string("out", None, "Output directory (build_demo_data, preprocess, sample).")
+_INPUT = flags.DEFINE_string("input", None, "preprocess: folder of media files to turn into a dataset.")
 _VIDEO = flags.DEFINE_string("video", None, "sample: a video file to generate audio for.")
 _TRANSCRIPT = flags.DEFINE_string("transcript", None, "sample: text to speak (visual TTS).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", None, "sample/eval: held-out clips per task.")
@@ -43,8 +46,9 @@ _DISTRIBUTED = flags.DEFINE_enum(
   "process; cluster: JAX detects the cluster (TPU pod, SLURM, Open MPI); off: one process.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "train: HOST:PORT of process 0's coordinator (multi-process).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train: processes in the run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "train: this process's index, 0-based.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "train, preprocess: processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "train, preprocess: this process's index, 0-based.")
 
 
 def _require(flag, mode: str) -> str:
@@ -62,10 +66,24 @@ def build_demo_data(out: str) -> None:
                {k: v["num_examples"] for k, v in info.splits.items()})
 
 
+def preprocess(input_dir: str, out: str) -> dict:
+  from configs import preprocess as preprocess_config  # pylint: disable=g-import-not-at-top
+  from flowav.data import preprocess as preprocess_lib  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value if _CONFIG.value is not None else preprocess_config.get_config()
+  try:
+    index, count = preprocess_lib.host_share(_PROCESS_ID.value, _NUM_PROCESSES.value)
+    return preprocess_lib.run(input_dir, out, config, process_index=index, process_count=count,
+                              progress=_PROGRESS.value)
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(str(e)) from e
+
+
 def init_distributed(mode: str) -> None:
   """Joins a multi-process run (train only; before any other JAX use)."""
   from flowav.parallel import distributed  # pylint: disable=g-import-not-at-top
   given = [f.name for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.value is not None]
+  if mode == "preprocess" and _COORDINATOR.value is None and _DISTRIBUTED.value != "cluster":
+    return  # hosts split the files by --process_id / --num_processes alone (no jax.distributed)
   if mode != "train":
     if given or _DISTRIBUTED.value == "cluster":
       raise app.UsageError(f"mode {mode!r} runs in one process; multi-process flags are for train")
@@ -106,6 +124,8 @@ def main(argv) -> None:
   init_distributed(mode)
   if mode == "build_demo_data":
     build_demo_data(_require(_OUT, mode))
+  elif mode == "preprocess":
+    preprocess(_require(_INPUT, mode), _require(_OUT, mode))
   elif mode == "train":
     if _CONFIG.value is None:
       raise app.UsageError("mode 'train' needs --config=configs/<model>.py[:variant]")

@@ -79,6 +79,22 @@ def phonemize(text: str, vocab: list[str]) -> np.ndarray:
   return np.asarray([index[p] for p in phones], np.int32)
 
 
+def dataset_frame_encoder(info: records.DatasetInfo):
+  """The frame encoder that made a dataset's video features (`preprocess` records it in
+  `extra.video_encoder`; flowav-demo uses the builtin one), so a user's video at sampling time gets
+  the same features the model was trained on."""
+  from flowav.encoders import frame_encoders  # pylint: disable=g-import-not-at-top
+  desc = info.extra.get("video_encoder") or {"name": "builtin"}
+  size = int(desc.get("frame_size") or info.extra.get("config", {}).get("frame_size", 64))
+  weights = desc.get("weights")
+  encoder = frame_encoders.make(desc["name"], weights=None if weights in (None, "default") else weights,
+                                frame_size=size)
+  if encoder.dim != int(info.dims["video"]):
+    raise ValueError(f"video encoder {desc['name']!r} gives {encoder.dim}-d features; the dataset "
+                     f"has {info.dims['video']}-d (dataset_info.json extra.video_encoder)")
+  return encoder
+
+
 def video_clip(video_path: str, info: records.DatasetInfo, lengths: pipeline.Lengths,
                clip_seconds: float, transcript: str | None = None) -> Clip:
   """A user's video (any frame rate) encoded like the training data, with an optional transcript.
@@ -86,14 +102,13 @@ def video_clip(video_path: str, info: records.DatasetInfo, lengths: pipeline.Len
   Raises ValueError if the video is longer than the model's window `clip_seconds`.
   """
   from flowav.data import media  # pylint: disable=g-import-not-at-top
-  from flowav.data.demo import video_encoder  # pylint: disable=g-import-not-at-top
   rate_v, rate_a = float(info.rates["video"]), float(info.rates["audio"])
-  size = int(info.extra.get("config", {}).get("frame_size", 64))
-  clip = media.read_video(video_path, fps=rate_v, size=size)
+  encoder = dataset_frame_encoder(info)
+  clip = media.read_video(video_path, fps=rate_v, size=encoder.frame_size)
   if clip.duration_s > clip_seconds + 1.0 / rate_v:
     raise ValueError(f"{video_path} lasts {clip.duration_s:.2f} s; this model's window is "
                      f"{clip_seconds:.2f} s (config.data.clip_seconds). Trim the video.")
-  feats = video_encoder.encode_frames(clip.frames)
+  feats = encoder.encode_frames(clip.frames)
   num_audio = int(np.floor(clip.duration_s * rate_a + 1e-6))
   ex: dict[str, Any] = {
     "clip_id": pathlib.Path(video_path).stem, "start_s": np.float32(0.0),

@@ -207,3 +207,14 @@ def test_unexpected_key_is_refused(with_projection, tmp_path):
   save_file(tensors, str(path / "model.safetensors"))
   with pytest.raises(WeightsError, match=r"unexpected keys \['vision_model.encoder.layers.2"):
     clip_vision.load_clip_vision(path)
+
+
+def test_frame_encoder_registry_builds_clip_from_a_checkpoint_directory(with_projection):
+  from flowav.encoders import frame_encoders  # pylint: disable=g-import-not-at-top
+  path, _ = with_projection
+  enc = frame_encoders.make("clip", weights=str(path))
+  assert enc.dim == SMALL["projection_dim"] and enc.frame_size == SMALL["image_size"]
+  frames = np.random.default_rng(1).integers(0, 256, (3, 40, 48, 3), dtype=np.uint8)
+  direct = clip_vision.load_clip_vision(path).encode_frames(frames)
+  np.testing.assert_allclose(enc.encode_frames(frames), direct, atol=1e-6)
+  assert enc.describe()["weights"] == str(path)

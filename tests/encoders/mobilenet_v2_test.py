@@ -213,3 +213,14 @@ def test_wrong_files_raise_naming_the_file(state_dict, tmp_path):
 
   with pytest.raises(FileNotFoundError, match="nowhere"):
     mnv2.load_mobilenet_v2(tmp_path / "nowhere.pth")
+
+
+def test_frame_encoder_registry_builds_mobilenet(encoder, pth, tmp_path, monkeypatch):
+  from flowav.encoders import frame_encoders  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # its safetensors cache goes here
+  enc = frame_encoders.make("mobilenet_v2", weights=str(pth))
+  assert enc.dim == mnv2.FEATURE_DIM and enc.frame_size == mnv2.IMAGE_SIZE
+  frames = np.random.default_rng(2).integers(0, 256, size=(3, 48, 64, 3), dtype=np.uint8)
+  np.testing.assert_allclose(enc.encode_frames(frames), np.asarray(encoder.encode_frames(frames)),
+                             atol=1e-5)
+  assert list(tmp_path.glob("flowav/weights/*.safetensors"))
