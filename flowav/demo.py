@@ -55,6 +55,16 @@ def _report(result: dict[str, Any], timings: dict[str, float]) -> str:
                "codec": "real audio through the codec"}[arm]
       lines.append(f"| {label} | {m['corr_at_zero_mean']:.3f} | {m['corr_at_best_mean']:.3f} | "
                    f"{m['median_abs_lag_frames']:.1f} | {m['frac_abs_lag_le_1']:.2f} |")
+  if "vocoder" in result:
+    lines += ["", "## Vocoder: HiFi-GAN (the default, installed) vs Griffin-Lim on the held-out real "
+              "audio", "", "Distances to the original wav after wav -> mel -> wav (lower is closer; "
+              "gain = Griffin-Lim minus HiFi-GAN, so positive favours HiFi-GAN).", "",
+              "| task | metric | Griffin-Lim | HiFi-GAN | gain |", "|---|---|---|---|---|"]
+    for task in ("sound", "speech"):
+      rows = result["vocoder"].get(task)
+      for metric in ("mrstft", "lsd_low", "lsd_high", "mel_l1") if rows else ():
+        lines.append(f"| {task} | {metric} | {rows[f'griffin_lim/{metric}']:.3f} | "
+                     f"{rows[f'hifigan/{metric}']:.3f} | {rows[f'gain/{metric}']:+.3f} |")
   lines += ["", "## Time (s)", "", " | ".join(f"{k} {v:.0f}" for k, v in timings.items()), ""]
   return "\n".join(lines)
 

@@ -75,6 +75,14 @@ def test_eval_and_export(trained):
   for arm in ("model", "control", "codec"):
     assert 0.0 <= result["impacts"][arm]["f1"] <= 1.0
   assert "speech" in result
+  from flowav.encoders import hifigan  # pylint: disable=g-import-not-at-top
+  if hifigan.is_available():  # the vocoder section: HiFi-GAN vs Griffin-Lim on the real audio
+    for task in ("sound", "speech"):
+      rows = result["vocoder"][task]
+      assert rows["num_clips"] >= 1
+      assert rows["gain/mrstft"] == rows["griffin_lim/mrstft"] - rows["hifigan/mrstft"]
+  else:
+    assert "vocoder" not in result
   _main("export", f"--workdir={trained}")
   meta = json.loads((trained / "export" / "meta.json").read_text())
   assert meta["weights"] == "ema" and meta["model"] == "vssflow"

@@ -1,8 +1,10 @@
 """Audio codecs (waveform <-> latents `[T, C]`) and per-channel latent statistics.
 
-The default codec is the HiFi-GAN log-mel (`flowav.audio.mel`) decoded by fast Griffin-Lim, so it
-needs no weights (DESIGN.md, "default codec"). A codec is described by a JSON-able dict stored
-with datasets and checkpoints; `make_codec` rebuilds it.
+The default codec is the HiFi-GAN log-mel (`flowav.audio.mel`). It decodes with the official
+HiFi-GAN V1 universal vocoder (`flowav.encoders.hifigan`) when its weights are installed, else by
+fast Griffin-Lim, which needs no weights (DESIGN.md, "default codec"). The vocoder is a decode-time
+choice, not part of the codec: a codec is described by a JSON-able dict stored with datasets and
+checkpoints; `make_codec` rebuilds it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from flowav.audio.griffin_lim import griffin_lim, mel_to_linear
 from flowav.audio.mel import MelConfig, log_mel
 
 _PEAK = 0.95  # decoded audio is scaled down to this peak only when it would clip
+_VOCODERS = ("auto", "griffin_lim", "hifigan")
 
 
 class MelCodec:
@@ -41,16 +44,44 @@ class MelCodec:
       raise ValueError(f"MelCodec.encode: wav must be [N], got shape {wav.shape}")
     return log_mel(wav, self.config)
 
-  def decode(self, latents: np.ndarray, *, num_iters: int = 32, seed: int = 0) -> np.ndarray:
-    """Latents `[T, n_mels]` -> waveform `[T * hop]` float32 by Griffin-Lim (peak <= 0.95)."""
+  def resolve_vocoder(self, choice: str = "auto") -> str:
+    """Resolves `choice` ("auto" | "griffin_lim" | "hifigan") to the vocoder `decode` runs.
+
+    "auto" is HiFi-GAN when this codec has its analysis settings (the default `MelConfig`) and
+    its weights can be found (`flowav.encoders.hifigan.is_available`), else Griffin-Lim.
+    """
+    if choice not in _VOCODERS:
+      raise ValueError(f"MelCodec: unknown vocoder {choice!r} (known: {list(_VOCODERS)})")
+    if choice != "auto":
+      return choice
+    if self.config != MelConfig():
+      return "griffin_lim"
+    from flowav.encoders import hifigan  # noqa: PLC0415 -- jax/flax only when decoding with it
+    return "hifigan" if hifigan.is_available() else "griffin_lim"
+
+  def decode(self, latents: np.ndarray, *, vocoder: str = "auto", num_iters: int = 32,
+             seed: int = 0) -> np.ndarray:
+    """Latents `[T, n_mels]` -> waveform `[T * hop]` float32 (peak <= 0.95).
+
+    `vocoder`: "hifigan" (HiFi-GAN V1 universal, needs its weights and the default config),
+    "griffin_lim" (`num_iters` fast Griffin-Lim iterations from random phase drawn with `seed`),
+    or "auto" (see `resolve_vocoder`).
+    """
     latents = np.asarray(latents, np.float32)
     if latents.ndim != 2 or latents.shape[1] != self.latent_dim:
       raise ValueError(f"MelCodec.decode: latents must be [T, {self.latent_dim}], "
                        f"got {latents.shape}")
     if not np.all(np.isfinite(latents)):
       raise ValueError("MelCodec.decode: latents contain NaN or inf")
-    magnitude = mel_to_linear(latents, self.config)
-    wav = griffin_lim(magnitude, self.config, num_iters=num_iters, seed=seed)
+    if self.resolve_vocoder(vocoder) == "hifigan":
+      if self.config != MelConfig():
+        raise ValueError(f"MelCodec.decode: HiFi-GAN needs the default MelConfig (its training "
+                         f"analysis), this codec has {self.config}")
+      from flowav.encoders import hifigan  # noqa: PLC0415
+      wav = hifigan.vocode(latents)
+    else:
+      magnitude = mel_to_linear(latents, self.config)
+      wav = griffin_lim(magnitude, self.config, num_iters=num_iters, seed=seed)
     peak = float(np.max(np.abs(wav))) if wav.size else 0.0
     if peak > _PEAK:
       wav = wav * np.float32(_PEAK / peak)

