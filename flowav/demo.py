@@ -38,6 +38,16 @@ def _report(result: dict[str, Any], timings: dict[str, float]) -> str:
     m = imp[arm]
     lines.append(f"| {names[arm]} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
                  f"{m['median_error_ms']:.1f} |")
+  if "desync" in imp:
+    lines += ["", "Audio-visual offset (DeSync-style: cross-correlation of the audio onset envelope "
+              "with the video's contact train; positive = audio late):", "",
+              "| arm | median abs offset (ms) | median signed (ms) | within tolerance | "
+              "mean peak corr |", "|---|---|---|---|---|"]
+    for arm in ("model", "control", "codec"):
+      m = imp["desync"][arm]
+      lines.append(f"| {names[arm]} | {m['median_abs_offset_ms']:.1f} | "
+                   f"{m['median_signed_offset_ms']:.1f} | {m['frac_within_tol']:.2f} | "
+                   f"{m['mean_peak_corr']:.2f} |")
   verdict = (imp["f1_ratio_model_over_control"] >= 2.0 and boot["ci_low"] > 0)
   lines += ["", f"F1 model / control = {imp['f1_ratio_model_over_control']:.2f}; "
             f"F1 difference {boot['diff']:.3f}, bootstrap 95 % CI [{boot['ci_low']:.3f}, "

@@ -67,11 +67,12 @@ class Run:
     x1 = np.asarray(fn(self.params, self.rest, x0, dict(batch)))
     return self.stats.denormalize(x1)
 
-  def decode(self, latents: np.ndarray, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Waveforms of the valid frames of each row."""
+  def decode(self, latents: np.ndarray, batch: Mapping[str, np.ndarray], *,
+             vocoder: str = "auto") -> list[np.ndarray]:
+    """Waveforms of the valid frames of each row (`vocoder`: see `MelCodec.decode`)."""
     out = []
     for lat, mask in zip(latents, np.asarray(batch["audio_mask"])):
-      out.append(self.codec.decode(lat[: int(mask.sum())]))
+      out.append(self.codec.decode(lat[: int(mask.sum())], vocoder=vocoder))
     return out
 
 

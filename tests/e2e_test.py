@@ -74,6 +74,7 @@ def test_eval_and_export(trained):
   result = json.loads((trained / "eval.json").read_text())
   for arm in ("model", "control", "codec"):
     assert 0.0 <= result["impacts"][arm]["f1"] <= 1.0
+    assert result["impacts"]["desync"][arm]["n_clips"] == 2
   assert "speech" in result
   from flowav.encoders import hifigan  # pylint: disable=g-import-not-at-top
   if hifigan.is_available():  # the vocoder section: HiFi-GAN vs Griffin-Lim on the real audio

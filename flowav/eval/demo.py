@@ -25,7 +25,11 @@ import numpy as np  # noqa: E402
 
 from flowav import generate, outputs  # noqa: E402
 from flowav.data import inputs, pipeline, records, schema  # noqa: E402
-from flowav.eval import lipsync, onsets, vocoder_gain  # noqa: E402
+from flowav.eval import desync, lipsync, onsets, vocoder_gain  # noqa: E402
+
+# The model metrics decode every arm with the weight-free Griffin-Lim, so they measure the model
+# the same way wherever they run (and fast); the vocoder section compares HiFi-GAN with it.
+EVAL_VOCODER = "griffin_lim"
 
 
 def _truth(clip: inputs.Clip) -> dict[str, Any]:
@@ -47,10 +51,18 @@ def _batches(clips: list[inputs.Clip], size: int):
 
 
 def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size: int,
-                     tol_s: float, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     tol_s: float, seed: int, max_lag_s: float = 0.2
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """Onset P/R/F1 and the DeSync-style offset (flowav.eval.desync) of model / control / codec.
+
+  The control generates from another clip's video and is scored against this clip's contacts;
+  the codec arm is the clip's real latents (the upper bound). `max_lag_s` bounds the offset search
+  (keep it under half the smallest gap between contacts).
+  """
   sr = int(run.codec.sample_rate)
   arms: dict[str, list[onsets.MatchResult]] = {"model": [], "control": [], "codec": []}
   per_clip = []
+  offsets: dict[str, list[desync.OffsetResult]] = {arm: [] for arm in arms}
   # Control rows take the next clip's video; rotate over the whole list so the last batch's last
   # row also gets a different clip's video.
   videos = [c.prepared for c in clips[1:] + clips[:1]]
@@ -61,8 +73,9 @@ def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size:
     control["video_features"], control["video_mask"] = other["video_features"], other["video_mask"]
     key = jax.random.key(seed + start)
     lat = {"model": run.sample(batch, key), "control": run.sample(control, key)}
-    wavs = {arm: run.decode(v, batch) for arm, v in lat.items()}
-    wavs["codec"] = [run.codec.decode(np.asarray(c.example["audio_latents"])) for c in group]
+    wavs = {arm: run.decode(v, batch, vocoder=EVAL_VOCODER) for arm, v in lat.items()}
+    wavs["codec"] = [run.codec.decode(np.asarray(c.example["audio_latents"]), vocoder=EVAL_VOCODER)
+                     for c in group]
     for j, clip in enumerate(group):
       contacts = np.asarray(_truth(clip)["contact_times_s"], np.float64)
       window_s = float(clip.prepared["audio_mask"].sum()) / float(run.codec.frame_rate)
@@ -73,6 +86,14 @@ def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size:
         res = onsets.match_onsets(found, contacts, tol_s)
         arms[arm].append(res)
         row[f"{arm}_onsets_s"] = np.asarray(found).tolist()
+      n = int(clip.prepared["audio_mask"].sum())
+      arm_latents = {"model": lat["model"][j][:n], "control": lat["control"][j][:n],
+                     "codec": np.asarray(clip.example["audio_latents"])[:n]}
+      for arm, z in arm_latents.items():
+        res = desync.clip_offset(np.asarray(z, np.float32), float(run.codec.frame_rate), contacts,
+                                 max_lag_s=max_lag_s)
+        offsets[arm].append(res)
+        row[f"{arm}_offset_ms"] = res.offset_s * 1e3
       row["model_latents"] = lat["model"][j]
       per_clip.append(row)
   summary = {arm: onsets.aggregate(res) for arm, res in arms.items()}
@@ -82,6 +103,7 @@ def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size:
     summary["model"]["f1"] / max(summary["control"]["f1"], 1e-9))
   summary["num_clips"] = len(clips)
   summary["tolerance_s"] = tol_s
+  summary["desync"] = {arm: desync.summarize(r, tol_s=tol_s) for arm, r in offsets.items()}
   return summary, per_clip
 
 
@@ -104,9 +126,10 @@ def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: 
     err = np.abs(np.cumsum(batch["phone_durations"], -1) - np.cumsum(gt_durations, -1))
     boundary_err.extend(err[valid].tolist())
     key = jax.random.key(seed + 10_000 + start)
-    wavs = {"model": run.decode(run.sample(batch, key), batch),
-            "control": run.decode(run.sample(control, key), batch),
-            "codec": [run.codec.decode(np.asarray(c.example["audio_latents"])) for c in group]}
+    wavs = {"model": run.decode(run.sample(batch, key), batch, vocoder=EVAL_VOCODER),
+            "control": run.decode(run.sample(control, key), batch, vocoder=EVAL_VOCODER),
+            "codec": [run.codec.decode(np.asarray(c.example["audio_latents"]), vocoder=EVAL_VOCODER)
+                      for c in group]}
     for j, clip in enumerate(group):
       mouth = np.asarray(_truth(clip)["mouth_open"], np.float64)
       for arm in stats:
@@ -179,7 +202,8 @@ def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
   result: dict[str, Any] = {"workdir": str(workdir), "step": run.step, "weights": run.weights,
                             "sampler": {k: c.sample[k] for k in ("method", "num_steps",
                                                                  "cfg_scale", "cfg_scale_speech")}}
-  impacts, per_clip = evaluate_impacts(run, imp_clips, batch_size=bs, tol_s=tol_s, seed=seed)
+  impacts, per_clip = evaluate_impacts(run, imp_clips, batch_size=bs, tol_s=tol_s, seed=seed,
+                                       max_lag_s=float(c.eval.max_lag_frames) / fps)
   result["impacts"] = impacts
   speech = None
   if sp_clips:

@@ -47,12 +47,23 @@ def onset_envelope(wav: np.ndarray, sr: int, *,
   if wav.ndim != 1:
     raise ValueError(f"onset_envelope: wav must be [N], got shape {wav.shape}")
   cfg = _onset_config(sr, config)
-  mel = log_mel(wav, cfg).astype(np.float64)
-  flux = np.zeros(mel.shape[0])
-  if mel.shape[0] > 1:
-    flux[1:] = np.maximum(np.diff(mel, axis=0), 0.0).mean(axis=1)
-  smooth = np.convolve(np.pad(flux, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
-  return smooth, cfg.frame_rate
+  return spectral_flux(log_mel(wav, cfg)), cfg.frame_rate
+
+
+def spectral_flux(latents: np.ndarray) -> np.ndarray:
+  """Onset strength `[T]` of log-mel latents `[T, C]`: the channel-mean positive increase from frame
+  t-1 to t (`flux[0] = 0`), smoothed by a symmetric [1, 2, 1] / 4 filter (moves no peak)."""
+  latents = np.asarray(latents, np.float64)
+  if latents.ndim != 2 or latents.shape[1] < 1:
+    raise ValueError(f"spectral_flux: latents must be [T, C] with C >= 1, got shape {latents.shape}")
+  if not np.all(np.isfinite(latents)):
+    raise ValueError("spectral_flux: latents contain NaN or inf")
+  flux = np.zeros(latents.shape[0])
+  if latents.shape[0] > 1:
+    flux[1:] = np.maximum(np.diff(latents, axis=0), 0.0).mean(axis=1)
+  if flux.size == 0:
+    return flux
+  return np.convolve(np.pad(flux, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
 
 
 def _parabolic_offset(env: np.ndarray, peak: int) -> float:
