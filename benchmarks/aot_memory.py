@@ -33,7 +33,6 @@ from flax import nnx
 from jax.experimental import topologies
 from ml_collections import config_flags
 
-from flowav.data import pipeline
 from flowav.parallel import mesh as mesh_lib
 from flowav.parallel import rules as rules_lib
 from flowav.parallel import sharding as shd
@@ -78,21 +77,6 @@ def parse_target(target: str) -> tuple[str, str, int]:
   raise ValueError(f"--target={target}: expected tpu:<type>-<cores> or cpu:<devices>")
 
 
-def abstract_batch(config, global_batch: int):
-  """ShapeDtypeStructs of one global batch, shaped by the pipeline's own crop_and_pad."""
-  m, seconds = config.model, float(config.data.clip_seconds)
-  rates = {"audio": float(m.audio_rate), "video": float(m.video_rate)}
-  lengths = pipeline.Lengths(
-    audio=int(seconds * rates["audio"] + 1e-6), video=int(np.ceil(seconds * rates["video"] - 1e-6)),
-    phones=int(config.data.max_phones), speaker_dim=int(m.speaker_dim),
-    video_dim=int(m.video_dim), audio_dim=int(m.audio_channels))
-  empty = {"audio_latents": np.zeros((0, lengths.audio_dim), np.float32),
-           "audio_mask": np.zeros((0,), bool), "task_id": 0, "start_s": 0.0, "duration_s": 0.0}
-  one = pipeline.crop_and_pad(empty, lengths, rates)
-  return {k: jax.ShapeDtypeStruct((global_batch,) + np.shape(v), np.asarray(v).dtype)
-          for k, v in one.items()}
-
-
 def compile_one(config, devices, table: str, mesh_sizes: dict[str, int]) -> dict:
   """Compiles the train step under `table` on `devices`; per-device bytes from memory_analysis."""
   config = config.copy_and_resolve_references()
@@ -100,7 +84,7 @@ def compile_one(config, devices, table: str, mesh_sizes: dict[str, int]) -> dict
   rt = runtime.make_runtime(config, devices=list(devices))
   batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                    sharding=shd.batch_sharding(rt.mesh, rt.rules, len(s.shape)))
-           for k, s in abstract_batch(config, int(config.data.batch_size)).items()}
+           for k, s in runtime.abstract_batch(config, int(config.data.batch_size)).items()}
   step = jax.jit(functools.partial(step_lib.train_step, graphdef=rt.graphdef, tx=rt.tx,
                                    cfg=step_lib.step_config(config)),
                  in_shardings=(rt.state_shardings, None), out_shardings=(rt.state_shardings, None),

@@ -1,26 +1,31 @@
-r"""Training throughput of one DiT block at MMAudio-S shapes: flowav (JAX) vs a PyTorch block.
+r"""Training throughput: DiT blocks at MMAudio-S shapes, flowav (JAX) vs PyTorch, and `tiny`.
 
 The block is adaLN-Zero DiT (Peebles & Xie 2023, §3.2: modulated LayerNorm → self-attention →
 modulated LayerNorm → 4x GELU MLP, gated residuals), built from flowav.nn's Attention, Mlp,
 LayerNorm and AdaLNModulation. Shapes: width 448 (7 heads x 64), 391 tokens, batch 2. One timed
-iteration is forward + backward (gradients of every parameter and of the input) of mean(out²).
+iteration is forward + backward (gradients of every parameter and of the input) of mean(out²),
+for one block and for a stack of --depth blocks applied by `flowav.nn.Stack` (a `lax.scan`, how
+every flowav model runs its blocks).
 
 Model FLOPs, counted analytically per block forward: 24·B·S·D² (q, k, v, out and the 4x MLP)
 + 4·B·S²·D (scores and weighted values) + 12·B·D² (adaLN); forward + backward = 3x forward.
 
 Measured side by side in one process, for float32 and for bfloat16 matmul inputs (float32
 parameters and accumulation; PyTorch: autocast to bfloat16):
-  * jax/1-device: the jitted step on one device;
-  * jax/<rules> on --devices fake CPU devices (one mesh per rules table; the cores are shared, so
-    this shows the cost of sharding, not a speed-up);
-  * torch: the same block in PyTorch (needs `pip install -e '.[bench]'`, torch==2.13.0).
+  * jax/block, jax/stack: the jitted step on one device;
+  * jax/stack/<rules> on --devices fake CPU devices (one mesh per rules table; the cores are
+    shared, so this shows the cost of sharding, not a speed-up);
+  * torch/block, torch/stack: the same blocks in PyTorch (`pip install -e '.[bench]'`).
+Also `tiny`: steps/s of the real VSSFlow train step (configs/vssflow.py:tiny, optimizer and EMA
+included) on one device, FLOPs as counted by XLA's cost analysis.
 
-  python benchmarks/train_speed.py [--devices=2] [--repeats=20]
+  python benchmarks/train_speed.py [--devices=2] [--repeats=20] [--depth=4]
 Writes benchmarks/results/train_speed_<backend>.json with the CPU model and flags.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -42,6 +47,7 @@ from flowav.parallel import sharding as shd
 _DEVICES = flags.DEFINE_integer("devices", 2, "Fake CPU devices for the rules-table runs.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed iterations (median reported).")
 _OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
+_DEPTH = flags.DEFINE_integer("depth", 4, "Blocks in the scanned stack arms.")
 
 WIDTH, HEADS, TOKENS, BATCH, MLP_RATIO = 448, 7, 391, 2, 4
 
@@ -63,6 +69,17 @@ class DiTBlock(nnx.Module):
     return x + fnn.gate(self.mlp(fnn.modulate(self.norm2(x), shift2, scale2)), gate2)
 
 
+class DiTStack(nnx.Module):
+  """`depth` DiTBlocks in one `flowav.nn.Stack` (stacked parameters, lax.scan)."""
+
+  def __init__(self, depth: int, *, dtype=None, rngs: nnx.Rngs):
+    self.blocks = fnn.Stack(lambda r: DiTBlock(WIDTH, HEADS, MLP_RATIO, dtype=dtype, rngs=r),
+                            depth, rngs=rngs)
+
+  def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
+    return self.blocks(x, c)
+
+
 def model_flops(b: int = BATCH, s: int = TOKENS, d: int = WIDTH) -> float:
   """Forward + backward FLOPs of one block (see the module docstring)."""
   return 3.0 * (24 * b * s * d * d + 4 * b * s * s * d + 12 * b * d * d)
@@ -78,9 +95,13 @@ def _median_time(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def time_jax(dtype, devices: list, table: str | None) -> dict:
-  """Median seconds of one jitted forward+backward, on `devices` under rules `table`."""
-  model = DiTBlock(WIDTH, HEADS, MLP_RATIO, dtype=dtype, rngs=nnx.Rngs(0))
+def time_jax(dtype, devices: list, table: str | None, depth: int) -> dict:
+  """Median seconds of one jitted forward+backward, on `devices` under rules `table`.
+
+  depth 0: one DiTBlock; depth > 0: a DiTStack of `depth` blocks.
+  """
+  model = (DiTBlock(WIDTH, HEADS, MLP_RATIO, dtype=dtype, rngs=nnx.Rngs(0)) if depth == 0 else
+           DiTStack(depth, dtype=dtype, rngs=nnx.Rngs(0)))
   graphdef, params = nnx.split(model)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((BATCH, TOKENS, WIDTH)), jnp.float32)
@@ -109,8 +130,8 @@ def time_jax(dtype, devices: list, table: str | None) -> dict:
     return {"mesh": sizes, "step_s": _median_time(run, _REPEATS.value)}
 
 
-def time_torch(bf16: bool) -> dict | None:
-  """The same block in PyTorch (None if torch is not installed)."""
+def time_torch(bf16: bool, depth: int) -> dict | None:
+  """The same block (depth 0) or `depth` blocks in PyTorch (None if torch is not installed)."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
     import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
@@ -120,12 +141,14 @@ def time_torch(bf16: bool) -> dict | None:
   torch.set_num_threads(os.cpu_count() or 1)
   d, h = WIDTH, HEADS
   lin = lambda i, o: torch.nn.Linear(i, o)
-  layers = torch.nn.ModuleDict({"q": lin(d, d), "k": lin(d, d), "v": lin(d, d), "o": lin(d, d),
-                                "fc1": lin(d, 4 * d), "fc2": lin(4 * d, d), "mod": lin(d, 6 * d)})
+  stack = torch.nn.ModuleList([
+    torch.nn.ModuleDict({"q": lin(d, d), "k": lin(d, d), "v": lin(d, d), "o": lin(d, d),
+                         "fc1": lin(d, 4 * d), "fc2": lin(4 * d, d), "mod": lin(d, 6 * d)})
+    for _ in range(max(depth, 1))])
   x = torch.randn(BATCH, TOKENS, d, requires_grad=True)
   c = torch.randn(BATCH, d)
 
-  def block(x):
+  def block(x, layers):
     s1, sc1, g1, s2, sc2, g2 = layers["mod"](F.silu(c))[:, None].chunk(6, dim=-1)
     y = F.layer_norm(x, (d,)) * (1 + sc1) + s1
     split = lambda t: t.view(BATCH, TOKENS, h, d // h).transpose(1, 2)
@@ -136,14 +159,50 @@ def time_torch(bf16: bool) -> dict | None:
     return x + g2 * layers["fc2"](F.gelu(layers["fc1"](y), approximate="tanh"))
 
   def run():
-    layers.zero_grad(set_to_none=True)
+    stack.zero_grad(set_to_none=True)
     x.grad = None
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-      out = block(x)
+      out = x
+      for layers in stack:
+        out = block(out, layers)
     (out.float() ** 2).mean().backward()
 
   return {"step_s": _median_time(run, _REPEATS.value), "torch": torch.__version__,
           "threads": torch.get_num_threads()}
+
+
+def time_tiny(devices: list) -> dict:
+  """Steps/s of the real VSSFlow `tiny` train step on one device (optimizer and EMA included)."""
+
+  from configs import vssflow as vssflow_config  # pylint: disable=g-import-not-at-top
+  from flowav.train import runtime  # pylint: disable=g-import-not-at-top
+  from flowav.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  config = vssflow_config.get_config("tiny")
+  rt = runtime.make_runtime(config, devices=devices[:1])
+  state = rt.init_state()
+  rng = np.random.default_rng(0)
+  batch = {}
+  for k, spec in runtime.abstract_batch(config, int(config.data.batch_size)).items():
+    if spec.dtype == np.bool_:
+      batch[k] = np.ones(spec.shape, bool)
+    elif np.issubdtype(spec.dtype, np.floating):
+      batch[k] = rng.standard_normal(spec.shape).astype(spec.dtype)
+    else:
+      batch[k] = np.ones(spec.shape, spec.dtype)
+  step = jax.jit(functools.partial(step_lib.train_step, graphdef=rt.graphdef, tx=rt.tx,
+                                   cfg=step_lib.step_config(config)), donate_argnums=0)
+  compiled = step.lower(state, batch).compile()
+  flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+  holder = [state]
+
+  def run():
+    holder[0], metrics = step(holder[0], batch)
+    jax.block_until_ready(metrics)
+
+  seconds = _median_time(run, max(_REPEATS.value, 50))
+  return {"config": "configs/vssflow.py:tiny", "batch": int(config.data.batch_size),
+          "step_s": seconds, "steps_per_s": round(1.0 / seconds, 1),
+          "xla_flops_per_step": flops, "gflop_per_s_xla_counted": round(flops / seconds / 1e9, 2)}
 
 
 def main(argv):
@@ -152,28 +211,36 @@ def main(argv):
   if len(devices) < _DEVICES.value:
     raise app.UsageError(f"--devices={_DEVICES.value} but jax sees {len(devices)}: run with "
                          f"XLA_FLAGS=--xla_force_host_platform_device_count={_DEVICES.value}")
-  flops = model_flops()
+  depth = _DEPTH.value
   rows = []
   for name, dtype in (("float32", None), ("bfloat16", jnp.bfloat16)):
-    arms = {"jax/1-device": time_jax(dtype, devices[:1], None)}
+    bf16 = name == "bfloat16"
+    arms = {"jax/block": time_jax(dtype, devices[:1], None, 0) | {"blocks": 1},
+            "jax/stack": time_jax(dtype, devices[:1], None, depth) | {"blocks": depth}}
     for table in rules_lib.TABLES:
       try:
-        arms[f"jax/{table}"] = time_jax(dtype, devices[:_DEVICES.value], table)
+        arms[f"jax/stack/{table}"] = (time_jax(dtype, devices[:_DEVICES.value], table, depth)
+                                      | {"blocks": depth})
       except ValueError as e:  # e.g. a batch of 2 that a mesh cannot split
-        arms[f"jax/{table}"] = {"error": str(e)}
-    torch_arm = time_torch(name == "bfloat16")
-    if torch_arm is not None:
-      arms["torch"] = torch_arm
+        arms[f"jax/stack/{table}"] = {"error": str(e)}
+    for label, d in (("torch/block", 0), ("torch/stack", depth)):
+      torch_arm = time_torch(bf16, d)
+      if torch_arm is not None:
+        arms[label] = torch_arm | {"blocks": max(d, 1)}
     for arm in arms.values():
       if "step_s" in arm:
-        arm["gflop_per_s"] = round(flops / arm["step_s"] / 1e9, 1)
+        arm["ms_per_block"] = round(1e3 * arm["step_s"] / arm["blocks"], 1)
+        arm["gflop_per_s"] = round(model_flops() * arm["blocks"] / arm["step_s"] / 1e9, 1)
     print(name, json.dumps(arms), flush=True)
     rows.append({"dtype": name, "arms": arms})
+  tiny = time_tiny(devices)
+  print("tiny", json.dumps(tiny), flush=True)
   result = {
     "benchmark": "dit_block_train_speed", "shapes": {"width": WIDTH, "heads": HEADS,
                                                      "tokens": TOKENS, "batch": BATCH,
-                                                     "mlp_ratio": MLP_RATIO},
-    "model_gflop_fwd_bwd": flops / 1e9, "repeats": _REPEATS.value, "results": rows,
+                                                     "mlp_ratio": MLP_RATIO, "stack_depth": depth},
+    "model_gflop_fwd_bwd_per_block": model_flops() / 1e9, "repeats": _REPEATS.value,
+    "results": rows, "tiny_vssflow_train_step": tiny,
     "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
                 "python": sys.version.split()[0], "xla_flags": os.environ.get("XLA_FLAGS", "")},
     "date": time.strftime("%Y-%m-%d"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,44 @@ def check_axes(axes: AxisNames, ndim: int, what: str) -> AxisNames:
   if len(axes) != ndim:
     raise ValueError(f"{what}: axes={axes} must name each of the {ndim} dims")
   return axes
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def matmul(x: jax.Array, kernel: jax.Array, compute_dtype: Any) -> jax.Array:
+  """`x [..., in] @ kernel [in, out]` with inputs cast to `compute_dtype`, float32 result.
+
+  The backward pass is written out so that each of its two dots has the shape XLA:CPU's fast
+  (YNNPACK) matmul takes, and keeps bfloat16 inputs: dX = dY . K^T contracts both minor dims, and
+  dK = X^T @ dY reads X^T, which the forward pass stores as its residual. Autodiff instead emits
+  dK as a dot contracting the major (token) dims of X and dY, which XLA:CPU runs in float32 on a
+  slow path (stack_notes §6: the backward pass cost ~5x the forward). Where XLA can see the
+  transpose and the dot together (no scan between them) it folds them back, which is no slower
+  than autodiff; inside a scanned layer stack the residual crosses the loop and stays transposed.
+  """
+  x2 = x.reshape(-1, x.shape[-1]).astype(compute_dtype)
+  y = jax.lax.dot_general(x2, kernel.astype(compute_dtype), (((1,), (0,)), ((), ())),
+                          preferred_element_type=jnp.float32)
+  return y.reshape(*x.shape[:-1], kernel.shape[1])
+
+
+def _matmul_fwd(x, kernel, compute_dtype):
+  x_t = x.reshape(-1, x.shape[-1]).T.astype(compute_dtype)
+  # An empty array carries x's dtype (residuals must be arrays, e.g. under jax.checkpoint).
+  return matmul(x, kernel, compute_dtype), (x_t, kernel, jnp.zeros((0,), x.dtype))
+
+
+def _matmul_bwd(compute_dtype, residuals, d_y):
+  x_t, kernel, x_like = residuals
+  d_y2 = d_y.reshape(-1, d_y.shape[-1]).astype(compute_dtype)
+  d_x = jax.lax.dot_general(d_y2, kernel.astype(compute_dtype), (((1,), (1,)), ((), ())),
+                            preferred_element_type=jnp.float32)
+  d_kernel = jax.lax.dot_general(x_t, d_y2, (((1,), (0,)), ((), ())),
+                                 preferred_element_type=jnp.float32)
+  return (d_x.reshape(*d_y.shape[:-1], kernel.shape[0]).astype(x_like.dtype),
+          d_kernel.astype(kernel.dtype))
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class Dense(nnx.Module):
@@ -78,10 +117,9 @@ class Dense(nnx.Module):
         f"Dense: input last dim {x.shape[-1]} != in_features={self.in_features} (x {x.shape})")
     kernel = self.kernel[...]
     if self.dtype is None:
-      y = jnp.dot(x, kernel)
-      return y if self.bias is None else y + self.bias[...]
-    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype),
-                preferred_element_type=jnp.float32)
+      y = matmul(x, kernel, jnp.result_type(x, kernel))
+      return y.astype(jnp.result_type(x, kernel)) if self.bias is None else y + self.bias[...]
+    y = matmul(x, kernel, self.dtype)
     if self.bias is not None:
       y = y + self.bias[...].astype(jnp.float32)
     return y.astype(self.dtype)

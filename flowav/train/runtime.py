@@ -13,9 +13,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
+import numpy as np
 from flax import nnx
 
 from flowav import models
+from flowav.data import pipeline
 from flowav.parallel import mesh as mesh_lib
 from flowav.parallel import rules as rules_lib
 from flowav.train import optim
@@ -85,3 +87,19 @@ def make_runtime(config: mlc.ConfigDict, devices: list | None = None) -> Runtime
     "params_digest": params_digest(abstract.params),
   }
   return Runtime(config, mesh, rules, graphdef, tx, abstract, shardings, meta)
+
+
+def abstract_batch(config: mlc.ConfigDict, global_batch: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """ShapeDtypeStructs of one global batch `[global_batch, ...]`, shaped by the pipeline's own
+  crop_and_pad (for ahead-of-time compiles and benchmarks)."""
+  m, seconds = config.model, float(config.data.clip_seconds)
+  rates = {"audio": float(m.audio_rate), "video": float(m.video_rate)}
+  lengths = pipeline.Lengths(
+    audio=int(seconds * rates["audio"] + 1e-6), video=int(np.ceil(seconds * rates["video"] - 1e-6)),
+    phones=int(config.data.max_phones), speaker_dim=int(m.speaker_dim),
+    video_dim=int(m.video_dim), audio_dim=int(m.audio_channels))
+  empty = {"audio_latents": np.zeros((0, lengths.audio_dim), np.float32),
+           "audio_mask": np.zeros((0,), bool), "task_id": 0, "start_s": 0.0, "duration_s": 0.0}
+  one = pipeline.crop_and_pad(empty, lengths, rates)
+  return {k: jax.ShapeDtypeStruct((global_batch,) + np.shape(v), np.asarray(v).dtype)
+          for k, v in one.items()}
