@@ -205,6 +205,22 @@ def time_tiny(devices: list) -> dict:
           "xla_flops_per_step": flops, "gflop_per_s_xla_counted": round(flops / seconds / 1e9, 2)}
 
 
+def matmul_calibration(n: int = 2048) -> dict:
+  """Float32 GFLOP/s of an n³ matmul in JAX and in torch now: the machine's state at this run
+  (the VM's speed varies between days; both libraries' block numbers above scale with it)."""
+  a = jnp.ones((n, n), jnp.float32)
+  mm = jax.jit(lambda a: a @ a)
+  out = {"jax_f32_gflop_per_s": round(2 * n**3 / _median_time(
+    lambda: jax.block_until_ready(mm(a)), _REPEATS.value) / 1e9, 1)}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return out
+  t = torch.ones(n, n)
+  out["torch_f32_gflop_per_s"] = round(2 * n**3 / _median_time(lambda: t @ t, _REPEATS.value) / 1e9, 1)
+  return out
+
+
 def main(argv):
   del argv
   devices = jax.devices("cpu")
@@ -241,6 +257,7 @@ def main(argv):
                                                      "mlp_ratio": MLP_RATIO, "stack_depth": depth},
     "model_gflop_fwd_bwd_per_block": model_flops() / 1e9, "repeats": _REPEATS.value,
     "results": rows, "tiny_vssflow_train_step": tiny,
+    "matmul_2048_calibration": matmul_calibration(),
     "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
                 "python": sys.version.split()[0], "xla_flags": os.environ.get("XLA_FLAGS", "")},
     "date": time.strftime("%Y-%m-%d"),
