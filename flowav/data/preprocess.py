@@ -46,12 +46,12 @@ from flowav.audio import codec as codec_lib
 from flowav.data import preprocess_clip as clip_lib
 from flowav.data import preprocess_scan as scan_lib
 from flowav.data import records
+from flowav.data import workers as workers_lib
 from flowav.encoders import frame_encoders
 
 WORK_DIR = ".work"
 REPORT_FILE = "preprocess_report.json"
 _FORMAT = 1  # of the result files; part of every key
-_ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # Test hook: "clip=SECONDS,shard=SECONDS" sleeps after each result / shard, so a test can kill the
 # job at a chosen point.
 TEST_DELAY_ENV = "FLOWAV_PREPROCESS_TEST_DELAY"
@@ -176,19 +176,10 @@ def _process(jobs: list[_Job], settings: clip_lib.Settings, workers: int, progre
         yield _run_job(processor, job)
         bar.update(1)
       return
-    # Workers fill the cores; BLAS threads inside them would only oversubscribe (build.py).
-    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)
-    try:
+    with workers_lib.single_threaded_children():
       pool = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
         initargs=(settings,))
-    finally:
-      for k, v in saved.items():
-        if v is None:
-          os.environ.pop(k)
-        else:
-          os.environ[k] = v
     with pool:
       for summary in pool.map(_worker_job, jobs):
         yield summary

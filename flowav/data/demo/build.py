@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import multiprocessing
-import os
 import pathlib
 import shutil
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from flowav import progress as progress_lib
 from flowav.audio import codec as codec_lib
 from flowav.audio import io as audio_io
 from flowav.data import media, records, schema
+from flowav.data import workers as workers_lib
 from flowav.data.demo import AUDIO_SAMPLE_RATE, SPLITS, SUBSETS, impacts, speech, video_encoder
 
 NAME = "flowav-demo"
@@ -43,7 +43,6 @@ LICENCES = {
            "copyright notice, mark modifications). Run as a separate program; its audio output "
            "is used as data.",
 }
-_ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _TASKS = {"impacts": "sound", "speech": "speech"}  # subset -> schema.TASKS name
 _log = logging.getLogger(__name__)
 
@@ -227,18 +226,8 @@ def _clip_runner(cfg: DemoConfig, out: pathlib.Path
     yield lambda tasks: map(_encoded_example, tasks)
     return
   ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
-  # The workers already fill the cores: BLAS threads inside them would only oversubscribe them
-  # (measured: 7x slower log-mel on a busy 2-core machine). Children copy os.environ at spawn.
-  saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-  os.environ.update(_ONE_THREAD)
-  try:
+  with workers_lib.single_threaded_children():
     pool = ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, str(out)))
-  finally:
-    for key, value in saved.items():
-      if value is None:
-        os.environ.pop(key)
-      else:
-        os.environ[key] = value
   with pool:
     yield lambda tasks: pool.imap(_encoded_example, tasks, chunksize=4)
 
