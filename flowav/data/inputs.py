@@ -84,7 +84,9 @@ def dataset_frame_encoder(info: records.DatasetInfo):
   `extra.video_encoder`; flowav-demo uses the builtin one), so a user's video at sampling time gets
   the same features the model was trained on."""
   from flowav.encoders import frame_encoders  # pylint: disable=g-import-not-at-top
-  desc = info.extra.get("video_encoder") or {"name": "builtin"}
+  desc = info.extra.get("video_encoder")
+  if not isinstance(desc, dict):  # flowav-demo stores a text description of its builtin encoder
+    desc = {"name": "builtin"}
   size = int(desc.get("frame_size") or info.extra.get("config", {}).get("frame_size", 64))
   weights = desc.get("weights")
   encoder = frame_encoders.make(desc["name"], weights=None if weights in (None, "default") else weights,

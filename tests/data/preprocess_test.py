@@ -375,6 +375,8 @@ def test_sampling_uses_the_dataset_frame_encoder(built):
   encoder = inputs.dataset_frame_encoder(info)
   assert encoder.name == info.extra["video_encoder"]["name"] == "builtin"
   assert encoder.frame_size == info.extra["video_encoder"]["frame_size"]
+  demo_like = dataclasses.replace(info, extra={**info.extra, "video_encoder": "a description"})
+  assert inputs.dataset_frame_encoder(demo_like).name == "builtin"  # flowav-demo's format
   wrong = dataclasses.replace(info, dims={**info.dims, "video": 1280})
   with pytest.raises(ValueError, match="256-d features; the dataset has 1280-d"):
     inputs.dataset_frame_encoder(wrong)
