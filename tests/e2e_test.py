@@ -76,6 +76,10 @@ def test_eval_and_export(trained):
     assert 0.0 <= result["impacts"][arm]["f1"] <= 1.0
     assert result["impacts"]["desync"][arm]["n_clips"] == 2
   assert "speech" in result
+  measures = result["measures"]  # measured, or skipped with a reason (2 clips is too few for FD)
+  assert {"class_accuracy", "distribution"} <= set(measures["impacts"]) or measures["impacts"]["skipped"]
+  assert {"intelligibility", "dnsmos", "speaker_similarity"} <= set(measures["speech"])
+  assert "## Impacts" in (trained / "report.md").read_text()
   from flowav.encoders import hifigan  # pylint: disable=g-import-not-at-top
   if hifigan.is_available():  # the vocoder section: HiFi-GAN vs Griffin-Lim on the real audio
     for task in ("sound", "speech"):

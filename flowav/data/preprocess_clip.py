@@ -100,11 +100,6 @@ class Settings:
                phone_durations=str(config.phone_durations))
 
 
-def byte_tokens(text: str) -> np.ndarray:
-  """UTF-8 bytes + 1 as int32 `[L]` (TEXT_TOKENIZER)."""
-  return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 1
-
-
 def flite_phones(text: str) -> tuple[np.ndarray, np.ndarray]:
   """Phone ids `[L]` (flowav-demo's vocabulary, 0 = pad) and flite's synthetic end times `[L]`
   in seconds, framed by pauses. flite runs as a separate program (as inputs.phonemize does)."""
@@ -308,7 +303,7 @@ class ClipProcessor:
       ex["video_features"] = np.asarray(feats, np.float32)
       ex["video_mask"] = np.ones(len(feats), bool) if m.frames is not None else np.zeros(0, bool)
       if src.caption:
-        ids = byte_tokens(src.caption)
+        ids = schema.byte_tokens(src.caption)
         ex.update(caption=src.caption, text_ids=ids, text_mask=np.ones(len(ids), bool))
       if phones is not None:
         ids, ends = phones
@@ -317,7 +312,7 @@ class ClipProcessor:
         ex.update(transcript=src.transcript, transcript_ids=ids,
                   transcript_mask=np.ones(len(ids), bool), phone_durations=dur)
       if src.lyrics:
-        ids = byte_tokens(src.lyrics)
+        ids = schema.byte_tokens(src.lyrics)
         ex.update(lyric_ids=ids, lyric_mask=np.ones(len(ids), bool))
       schema.validate_example(ex, source=src.rel)
       out.append(ex)

@@ -94,6 +94,11 @@ SPEC_NAMES: dict[str, dict[str, str]] = {
   },
 }
 
+def byte_tokens(text: str) -> np.ndarray:
+  """Caption / lyric token ids: the text's UTF-8 bytes + 1 (0 is padding), int32 `[L]`."""
+  return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 1
+
+
 _KIND_CHECK = {
   "f": lambda a: np.issubdtype(a.dtype, np.floating),
   "i": lambda a: np.issubdtype(a.dtype, np.integer),

@@ -24,8 +24,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from flowav import generate, outputs  # noqa: E402
+from flowav.audio import io as audio_io  # noqa: E402
 from flowav.data import inputs, pipeline, records, schema  # noqa: E402
-from flowav.eval import desync, lipsync, onsets, vocoder_gain  # noqa: E402
+from flowav.eval import classifier as classifier_lib  # noqa: E402
+from flowav.eval import demo_measures, desync, embedders, lipsync, onsets, vocoder_gain  # noqa: E402
 
 # The model metrics decode every arm with the weight-free Griffin-Lim, so they measure the model
 # the same way wherever they run (and fast); the vocoder section compares HiFi-GAN with it.
@@ -52,15 +54,17 @@ def _batches(clips: list[inputs.Clip], size: int):
 
 def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size: int,
                      tol_s: float, seed: int, max_lag_s: float = 0.2
-                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[np.ndarray]]]:
   """Onset P/R/F1 and the DeSync-style offset (flowav.eval.desync) of model / control / codec.
 
   The control generates from another clip's video and is scored against this clip's contacts;
   the codec arm is the clip's real latents (the upper bound). `max_lag_s` bounds the offset search
   (keep it under half the smallest gap between contacts).
+  Also returns every arm's waveforms, with a `null` arm (no conditions) for `demo_measures`.
   """
   sr = int(run.codec.sample_rate)
   arms: dict[str, list[onsets.MatchResult]] = {"model": [], "control": [], "codec": []}
+  all_wavs: dict[str, list[np.ndarray]] = {arm: [] for arm in (*arms, "null")}
   per_clip = []
   offsets: dict[str, list[desync.OffsetResult]] = {arm: [] for arm in arms}
   # Control rows take the next clip's video; rotate over the whole list so the last batch's last
@@ -76,6 +80,10 @@ def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size:
     wavs = {arm: run.decode(v, batch, vocoder=EVAL_VOCODER) for arm, v in lat.items()}
     wavs["codec"] = [run.codec.decode(np.asarray(c.example["audio_latents"]), vocoder=EVAL_VOCODER)
                      for c in group]
+    wavs["null"] = run.decode(run.sample(batch, key, unconditional=True), batch,
+                              vocoder=EVAL_VOCODER)
+    for arm, w in wavs.items():
+      all_wavs[arm].extend(w)
     for j, clip in enumerate(group):
       contacts = np.asarray(_truth(clip)["contact_times_s"], np.float64)
       window_s = float(clip.prepared["audio_mask"].sum()) / float(run.codec.frame_rate)
@@ -104,12 +112,16 @@ def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size:
   summary["num_clips"] = len(clips)
   summary["tolerance_s"] = tol_s
   summary["desync"] = {arm: desync.summarize(r, tol_s=tol_s) for arm, r in offsets.items()}
-  return summary, per_clip
+  return summary, per_clip, all_wavs
 
 
 def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: int, fps: float,
-                    max_lag: int, seed: int) -> dict[str, Any]:
+                    max_lag: int, seed: int
+                    ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
+  """Lip sync of model / control / codec (see the module docstring); also returns every arm's
+  waveforms, with a `null` arm (no conditions) for `demo_measures`."""
   sr = int(run.codec.sample_rate)
+  all_wavs: dict[str, list[np.ndarray]] = {"model": [], "control": [], "codec": [], "null": []}
   stats: dict[str, list[dict[str, float]]] = {"model": [], "control": [], "codec": []}
   boundary_err = []
   videos = [c.prepared for c in clips[1:] + clips[:1]]
@@ -130,6 +142,9 @@ def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: 
             "control": run.decode(run.sample(control, key), batch, vocoder=EVAL_VOCODER),
             "codec": [run.codec.decode(np.asarray(c.example["audio_latents"]), vocoder=EVAL_VOCODER)
                       for c in group]}
+    null = run.decode(run.sample(batch, key, unconditional=True), batch, vocoder=EVAL_VOCODER)
+    for arm, w in (*wavs.items(), ("null", null)):
+      all_wavs[arm].extend(w)
     for j, clip in enumerate(group):
       mouth = np.asarray(_truth(clip)["mouth_open"], np.float64)
       for arm in stats:
@@ -147,7 +162,51 @@ def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: 
     }
   summary["duration_predictor_boundary_error_frames_median"] = float(np.median(boundary_err))
   summary["num_clips"] = len(clips)
-  return summary
+  return summary, all_wavs
+
+
+def _real_wavs(run: generate.Run, clips: list[inputs.Clip]) -> list[np.ndarray]:
+  """The clips' real audio (the raw wav files), cut to the evaluated window."""
+  hop = int(run.codec.config.hop_length)
+  out = []
+  for clip in clips:
+    wav = audio_io.read_audio(clip.raw_dir / f"{clip.example['clip_id']}.wav", run.codec.sample_rate)
+    out.append(wav[:int(clip.prepared["audio_mask"].sum()) * hop])
+  return out
+
+
+def evaluate_measures(run: generate.Run, workdir: pathlib.Path, imp_clips: list[inputs.Clip],
+                      imp_wavs: dict[str, list[np.ndarray]], sp_clips: list[inputs.Clip],
+                      sp_wavs: dict[str, list[np.ndarray]] | None, seed: int) -> dict[str, Any]:
+  """Class accuracy, FD/KD and the speech measures of `flowav.eval.demo_measures`."""
+  sr = int(run.codec.sample_rate)
+  data_dir = run.config.data.dir
+  real_imp = _real_wavs(run, imp_clips)
+  real_sp = _real_wavs(run, sp_clips) if sp_clips else []
+  out: dict[str, Any] = {}
+
+  def impacts() -> dict[str, Any]:
+    try:
+      clf = classifier_lib.train_classifier(data_dir, classifier_lib.impact_material,
+                                            cache_dir=workdir / classifier_lib.CACHE_SUBDIR)
+    except ValueError as e:  # e.g. a tiny dataset with one material
+      raise demo_measures.NotMeasurable(f"material classifier: {e}") from e
+    labels = [_truth(c)["material"] for c in imp_clips]
+    res = {"class_accuracy": demo_measures.class_accuracy(clf, imp_wavs, labels, run.codec)}
+    arms = {**imp_wavs, **({"real_other_subset": real_sp} if real_sp else {})}
+    res["distribution"] = demo_measures.distribution(embedders.ClassifierEmbedder(clf), arms,
+                                                     real_imp, sr, seed=seed)
+    return res
+
+  out["impacts"] = demo_measures.optional(impacts)
+  if sp_wavs:
+    transcripts = [c.example["transcript"] for c in sp_clips]
+    res = demo_measures.speech(sp_wavs, transcripts, real_sp, sr)
+    res["distribution"] = demo_measures.optional(lambda: demo_measures.distribution(
+      embedders.get("whisper_encoder"), {**sp_wavs, "real_other_subset": real_imp}, real_sp, sr,
+      seed=seed))
+    out["speech"] = res
+  return out
 
 
 def _bars(path: pathlib.Path, impacts: dict[str, Any], speech: dict[str, Any] | None) -> None:
@@ -202,14 +261,17 @@ def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
   result: dict[str, Any] = {"workdir": str(workdir), "step": run.step, "weights": run.weights,
                             "sampler": {k: c.sample[k] for k in ("method", "num_steps",
                                                                  "cfg_scale", "cfg_scale_speech")}}
-  impacts, per_clip = evaluate_impacts(run, imp_clips, batch_size=bs, tol_s=tol_s, seed=seed,
-                                       max_lag_s=float(c.eval.max_lag_frames) / fps)
+  impacts, per_clip, imp_wavs = evaluate_impacts(
+    run, imp_clips, batch_size=bs, tol_s=tol_s, seed=seed,
+    max_lag_s=float(c.eval.max_lag_frames) / fps)
   result["impacts"] = impacts
-  speech = None
+  speech, sp_wavs = None, None
   if sp_clips:
-    speech = evaluate_speech(run, sp_clips, batch_size=bs, fps=fps,
-                             max_lag=int(c.eval.max_lag_frames), seed=seed)
+    speech, sp_wavs = evaluate_speech(run, sp_clips, batch_size=bs, fps=fps,
+                                      max_lag=int(c.eval.max_lag_frames), seed=seed)
     result["speech"] = speech
+  result["measures"] = evaluate_measures(run, workdir, imp_clips, imp_wavs, sp_clips, sp_wavs,
+                                         seed)
   vocoders = evaluate_vocoders(run, imp_clips + sp_clips)
   if vocoders is not None:
     result["vocoder"] = vocoders

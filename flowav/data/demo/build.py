@@ -43,7 +43,10 @@ LICENCES = {
            "copyright notice, mark modifications). Run as a separate program; its audio output "
            "is used as data.",
 }
-_TASKS = {"impacts": "sound", "speech": "speech"}  # subset -> schema.TASKS name
+# subset -> schema.TASKS name
+_TASKS = {"impacts": "sound", "speech": "speech", "human_speech": "speech", "song": "song",
+          "music": "music"}
+_CORPUS_SUBSETS = ("human_speech", "song", "music")  # clip makers of the contract in song.py
 _log = logging.getLogger(__name__)
 
 
@@ -60,6 +63,21 @@ class DemoConfig:
   speech_train: int = 800
   speech_validation: int = 32
   speech_test: int = 48
+  # The full build's subsets (none in the default build) and their clip lengths: human speech
+  # keeps each prompt's natural length up to the cap; song and music clips have a fixed length.
+  human_speech_train: int = 0
+  human_speech_validation: int = 0
+  human_speech_test: int = 0
+  song_train: int = 0
+  song_validation: int = 0
+  song_test: int = 0
+  music_train: int = 0
+  music_validation: int = 0
+  music_test: int = 0
+  human_speech_max_seconds: float = 8.0
+  song_seconds: float = 4.0
+  music_seconds: float = 4.0
+  speech_voices: tuple[str, ...] = speech.DEFAULT_VOICES
   num_train_shards: int = 4
   workers: int = 2
 
@@ -72,9 +90,14 @@ class DemoConfig:
                        f"{video_encoder.GRID}")
     for subset in SUBSETS:
       for split in SPLITS:
-        if self.count(subset, split) < 0:
-          raise ValueError(f"DemoConfig.{subset}_{split} must be >= 0")
-    if self.impacts_train + self.speech_train < 1:
+        least = -1 if subset in _CORPUS_SUBSETS else 0  # -1: every clip the corpus has
+        if self.count(subset, split) < least:
+          raise ValueError(f"DemoConfig.{subset}_{split} must be >= {least}")
+    unknown = [v for v in self.speech_voices if v not in speech.VOICES_BY_NAME]
+    if unknown or not self.speech_voices:
+      raise ValueError(f"DemoConfig.speech_voices={self.speech_voices!r}: choose from "
+                       f"{sorted(speech.VOICES_BY_NAME)}")
+    if sum(abs(self.count(subset, "train")) for subset in SUBSETS) < 1:
       raise ValueError("DemoConfig: the train split needs at least one clip (latent statistics "
                        "come from it)")
     if self.num_train_shards < 1 or self.workers < 0:
@@ -83,6 +106,11 @@ class DemoConfig:
 
   def count(self, subset: str, split: str) -> int:
     return getattr(self, f"{subset}_{split}")
+
+  def clip_seconds_of(self, subset: str) -> float:
+    """The subset's clip length (human_speech: the cap on its natural lengths)."""
+    return {"human_speech": self.human_speech_max_seconds, "song": self.song_seconds,
+            "music": self.music_seconds}.get(subset, self.clip_seconds)
 
 
 PRESETS: dict[str, DemoConfig] = {
@@ -96,8 +124,17 @@ PRESETS: dict[str, DemoConfig] = {
 }
 
 
+# Everything flowav-demo has: the default build plus real human speech (every usable prompt of
+# the corpus), sung chorale phrases, rendered scores and festival's HTS voice among the speakers.
+# Its own command (`python -m flowav.main build_demo_data --demo_size=full`), not `make demo`'s.
+PRESETS["full"] = dataclasses.replace(
+  PRESETS["default"], human_speech_train=-1, human_speech_validation=-1, human_speech_test=-1,
+  song_train=600, song_validation=16, song_test=48, music_train=600, music_validation=16,
+  music_test=48, speech_voices=speech.DEFAULT_VOICES + ("hts_slt",))
+
+
 def preset(name: str) -> DemoConfig:
-  """A named DemoConfig: 'default', 'small' or 'tiny'."""
+  """A named DemoConfig: 'default', 'small', 'tiny' or 'full'."""
   if name not in PRESETS:
     raise KeyError(f"unknown flowav-demo preset {name!r}; choose one of {sorted(PRESETS)}")
   return PRESETS[name]
@@ -126,20 +163,21 @@ def build_demo(out_dir: str | pathlib.Path, cfg: DemoConfig = DemoConfig(), *,
   codec = codec_lib.MelCodec()
   if codec.sample_rate != AUDIO_SAMPLE_RATE:
     raise ValueError(f"MelCodec rate {codec.sample_rate} != the demo's {AUDIO_SAMPLE_RATE}")
+  counts = resolve_counts(cfg)
   for split in SPLITS:
     (out / RAW_DIR / split).mkdir(parents=True, exist_ok=True)
-  total = sum(cfg.count(subset, split) for subset in SUBSETS for split in SPLITS)
+  total = sum(counts.values())
   splits = {}
   with (progress_lib.bar(total=total, desc=NAME, unit="clip", disable=not progress)
         as bar, _clip_runner(cfg, out) as run):
     for split in SPLITS:
-      tasks = [(subset, split, i) for subset in SUBSETS for i in range(cfg.count(subset, split))]
+      tasks = [(subset, split, i) for subset in SUBSETS for i in range(counts[subset, split])]
       num_shards = cfg.num_train_shards if split == "train" else 1
       names = [records.shard_name(split, k, num_shards) for k in range(num_shards)]
       for k, name in enumerate(names):
         records.write_shard(out / name, _counted(run(tasks[k::num_shards]), bar))
       splits[split] = {"num_examples": len(tasks), "shards": names,
-                       "subsets": {s: cfg.count(s, split) for s in SUBSETS}}
+                       "subsets": {s: counts[s, split] for s in SUBSETS if counts[s, split]}}
   train_paths = [out / name for name in splits["train"]["shards"]]
   stats = codec_lib.compute_stats(_latents(train_paths))
   info = records.DatasetInfo(
@@ -150,56 +188,130 @@ def build_demo(out_dir: str | pathlib.Path, cfg: DemoConfig = DemoConfig(), *,
     splits=splits,
     vocab={"phones": ["<pad>", *speech.PHONES]},  # list index = phone id
     extra={
-      "config": dataclasses.asdict(cfg),
+      "config": json.loads(json.dumps(dataclasses.asdict(cfg))),  # as loaded back: no tuples
       "clip_frames": codec.num_frames(int(round(cfg.clip_seconds * codec.sample_rate))),
       "video_frames": int(round(cfg.clip_seconds * cfg.video_fps)),
       "sample_rate": codec.sample_rate, "raw_dir": RAW_DIR,
       "video_encoder": "flowav.data.demo.video_encoder: 8x8 area-pooled RGB (192) + 8x8 "
                        "area-pooled |luma difference| to the previous frame (64), per frame",
-      "voices": {v.name: v.caption for v in speech.VOICES},
-      "licences": LICENCES,
+      "voices": {v: speech.VOICES_BY_NAME[v].caption for v in cfg.speech_voices},
+      "licences": _licences(counts),
     })
   info.save(out)
   return info
 
 
+def resolve_counts(cfg: DemoConfig) -> dict[tuple[str, str], int]:
+  """Clips per (subset, split): the config's counts, -1 replaced by what the corpus holds.
+
+  Raises ValueError naming the field when a corpus subset has fewer clips than asked for.
+  """
+  counts = {}
+  for subset in SUBSETS:
+    for split in SPLITS:
+      wanted = cfg.count(subset, split)
+      if subset in _CORPUS_SUBSETS and wanted != 0:
+        have = _subset_module(subset).available(split)
+        if have is not None and wanted > have:
+          raise ValueError(f"DemoConfig.{subset}_{split}={wanted}, but the {subset} corpus has "
+                           f"{have} clips in the {split} split (-1 takes them all)")
+        if wanted < 0:
+          wanted = have
+      counts[subset, split] = wanted
+  return counts
+
+
+def _subset_module(subset: str) -> Any:
+  # Imported on use: their corpora (music21, pocketsphinx, asterisk) are only the full build's.
+  if subset == "human_speech":
+    from flowav.data.demo import human_speech  # noqa: PLC0415
+    return human_speech
+  if subset == "song":
+    from flowav.data.demo import song  # noqa: PLC0415
+    return song
+  from flowav.data.demo import music  # noqa: PLC0415
+  return music
+
+
+def _licences(counts: dict[tuple[str, str], int]) -> dict[str, str]:
+  used = {subset for (subset, _), n in counts.items() if n}
+  out = dict(LICENCES)
+  for subset in _CORPUS_SUBSETS:
+    if subset in used:
+      out[subset] = _subset_module(subset).LICENCE
+  return out
+
+
+def make_clip(cfg: DemoConfig, subset: str, split: str, index: int, sample_rate: int,
+              hop_length: int) -> dict[str, Any]:
+  """One clip of `subset` (the clip-maker contract of the subset modules): wav, frames or None,
+  caption, truth, and for speech and song transcript, phone_ids and phone_durations."""
+  seed = np.random.SeedSequence([cfg.seed, SUBSETS.index(subset), SPLITS.index(split), index])
+  if subset == "impacts":
+    return impacts.make_impact_clip(seed, cfg, sample_rate)
+  if subset == "speech":
+    return speech.make_speech_clip(seed, cfg, sample_rate, hop_length)
+  maker = getattr(_subset_module(subset), f"make_{subset}_clip")
+  return maker(seed, index=index, split=split, seconds=cfg.clip_seconds_of(subset),
+               fps=cfg.video_fps, frame_size=cfg.frame_size, sample_rate=sample_rate,
+               hop_length=hop_length)
+
+
 def make_example(cfg: DemoConfig, subset: str, split: str, index: int,
                  codec: codec_lib.MelCodec, raw_dir: pathlib.Path | None) -> dict[str, Any]:
   """Makes one clip and its schema example; writes raw/{split}/{clip_id}.* when raw_dir is set."""
-  seed = np.random.SeedSequence([cfg.seed, SUBSETS.index(subset), SPLITS.index(split), index])
   name = clip_id(subset, split, index)
-  if subset == "impacts":
-    clip = impacts.make_impact_clip(seed, cfg, codec.sample_rate)
-  else:
-    clip = speech.make_speech_clip(seed, cfg, codec.sample_rate, codec.config.hop_length)
+  clip = make_clip(cfg, subset, split, index, codec.sample_rate, codec.config.hop_length)
   latents = codec.encode(clip["wav"])
-  features = video_encoder.encode_frames(clip["frames"])
   example: dict[str, Any] = {
     "clip_id": name, "task_id": np.int32(schema.TASKS[_TASKS[subset]]),
-    "start_s": np.float32(0.0), "duration_s": np.float32(cfg.clip_seconds),
+    "start_s": np.float32(0.0), "duration_s": np.float32(len(clip["wav"]) / codec.sample_rate),
     "audio_latents": latents, "audio_mask": np.ones(len(latents), bool),
-    "video_features": features, "video_mask": np.ones(len(features), bool),
-    "caption": clip["caption"],
   }
-  if subset == "speech":
+  if clip.get("frames") is not None:  # music has no picture
+    features = video_encoder.encode_frames(clip["frames"])
+    example.update(video_features=features, video_mask=np.ones(len(features), bool))
+  example["caption"] = clip["caption"]
+  if "phone_ids" in clip:
     example.update({
       "transcript": clip["transcript"], "transcript_ids": clip["phone_ids"],
       "transcript_mask": np.ones(len(clip["phone_ids"]), bool),
       "phone_durations": clip["phone_durations"],
-      "speaker_embedding": speech.speaker_embedding(clip["voice"], codec),
-      "speaker_mask": np.bool_(True),
     })
+  if subset == "song":  # the lyrics as text tokens too (AudioGen-Omni's lyric stream)
+    lyric_ids = schema.byte_tokens(clip["transcript"])
+    example.update(lyric_ids=lyric_ids, lyric_mask=np.ones(len(lyric_ids), bool))
+  reference = _speaker_reference(subset, clip)
+  if reference is not None:
+    example.update(speaker_embedding=_speaker_embedding(reference, codec),
+                   speaker_mask=np.bool_(True))
   schema.validate_example(example, source=name)
   if raw_dir is not None:
     folder = raw_dir / split
-    media.write_mp4(folder / f"{name}.mp4", clip["frames"], cfg.video_fps, clip["wav"],
-                    codec.sample_rate)
+    if clip.get("frames") is not None:
+      media.write_mp4(folder / f"{name}.mp4", clip["frames"], cfg.video_fps, clip["wav"],
+                      codec.sample_rate)
     audio_io.write_wav(folder / f"{name}.wav", clip["wav"], codec.sample_rate)
     truth = {"clip_id": name, "caption": clip["caption"], **clip["truth"]}
     tmp = folder / f".{name}.json.tmp"
     tmp.write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
     tmp.replace(folder / f"{name}.json")
   return example
+
+
+def _speaker_reference(subset: str, clip: dict[str, Any]) -> str | None:
+  """Which speaker's reference utterance conditions the clip: a voice name, or None."""
+  if subset in ("speech", "song"):
+    return clip["truth"].get("voice") or clip.get("voice")
+  if subset == "human_speech":
+    return "human_speech"
+  return None
+
+
+def _speaker_embedding(reference: str, codec: codec_lib.MelCodec) -> np.ndarray:
+  if reference == "human_speech":
+    return _subset_module("human_speech").speaker_embedding(codec)
+  return speech.speaker_embedding(reference, codec)
 
 
 # Worker state: set once per process by `_init_worker` (spawned processes share nothing).
@@ -256,8 +368,8 @@ def _existing_build(out: pathlib.Path) -> records.DatasetInfo | None:
 
 def _same_config(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
   ignore = {"workers"}  # speed only: the output does not depend on it
-  return ({k: v for k, v in saved.items() if k not in ignore}
-          == {k: v for k, v in wanted.items() if k not in ignore})
+  as_json = lambda d: json.loads(json.dumps({k: v for k, v in d.items() if k not in ignore}))
+  return as_json(saved) == as_json(wanted)  # tuples were saved as lists
 
 
 def _remove_build(out: pathlib.Path, old: records.DatasetInfo) -> None:

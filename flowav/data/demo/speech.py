@@ -75,6 +75,15 @@ VOICES = (
     skin=(150, 105, 80), hair=(25, 22, 20), background=(170, 130, 100), lips=(120, 65, 60),
     head_height=0.41, head_aspect=0.80, eye_gap=0.11, mouth_width=0.135)),
 )
+# Voices beyond flite's, chosen with DemoConfig.speech_voices (the full build): festival's HTS
+# voice (flowav.data.demo.festival_voice), run as a separate program like flite.
+FESTIVAL_VOICES = (
+  Voice("hts_slt", "a woman speaks in a smooth voice", FaceStyle(
+    skin=(225, 180, 150), hair=(70, 45, 30), background=(110, 150, 120), lips=(175, 75, 85),
+    head_height=0.38, head_aspect=0.76, eye_gap=0.10, mouth_width=0.115)),
+)
+VOICES_BY_NAME = {v.name: v for v in VOICES + FESTIVAL_VOICES}
+DEFAULT_VOICES = tuple(v.name for v in VOICES)  # the default build's speakers
 
 # Sentence template: determiner adjective noun verb adverb. Shorter forms drop words in the order
 # of _DROP_ORDER (adverb, adjective, determiner), leaving at least noun + verb.
@@ -111,7 +120,8 @@ def make_speech_clip(seed: np.random.SeedSequence | np.random.Generator, cfg: De
   num_samples = int(round(cfg.clip_seconds * sample_rate))
   num_latents = num_samples // hop_length
   num_frames = int(round(cfg.clip_seconds * cfg.video_fps))
-  voice = VOICES[int(rng.integers(len(VOICES)))]
+  names = tuple(getattr(cfg, "speech_voices", DEFAULT_VOICES))
+  voice = VOICES_BY_NAME[names[int(rng.integers(len(names)))]]
   words = [str(rng.choice(pool)) for pool in (DETERMINERS, ADJECTIVES, NOUNS, VERBS, ADVERBS)]
   keep = [True] * len(words)
   for drop in _DROP_ORDER[:int(rng.integers(0, 3))]:  # 5, 4 or 3 words to start with
@@ -152,12 +162,15 @@ def make_speech_clip(seed: np.random.SeedSequence | np.random.Generator, cfg: De
 
 def synthesize(text: str, voice: str, sample_rate: int = AUDIO_SAMPLE_RATE
                ) -> tuple[np.ndarray, list[str], np.ndarray]:
-  """Speaks `text` with a flite voice.
+  """Speaks `text` with a flite voice (or a festival one, FESTIVAL_VOICES).
 
   Returns:
     (wav [N] float32 at `sample_rate`, phones [L] (PHONES names, first and last 'pau'),
      end times [L] float64 in seconds from the start of wav).
   """
+  if voice in {v.name for v in FESTIVAL_VOICES}:
+    from flowav.data.demo import festival_voice  # noqa: PLC0415 -- only the full build needs it
+    return festival_voice.synthesize(text, sample_rate)
   with tempfile.TemporaryDirectory(prefix="flowav-flite-") as tmp:
     out = os.path.join(tmp, "speech.wav")
     try:
