@@ -195,7 +195,7 @@ def build_demo(out_dir: str | pathlib.Path, cfg: DemoConfig = DemoConfig(), *,
       "video_encoder": "flowav.data.demo.video_encoder: 8x8 area-pooled RGB (192) + 8x8 "
                        "area-pooled |luma difference| to the previous frame (64), per frame",
       "voices": {v: speech.VOICES_BY_NAME[v].caption for v in cfg.speech_voices},
-      "licences": _licences(counts),
+      "licences": _licences(cfg, counts),
     })
   info.save(out)
   return info
@@ -211,7 +211,8 @@ def resolve_counts(cfg: DemoConfig) -> dict[tuple[str, str], int]:
     for split in SPLITS:
       wanted = cfg.count(subset, split)
       if subset in _CORPUS_SUBSETS and wanted != 0:
-        have = _subset_module(subset).available(split)
+        cap = {"max_seconds": cfg.human_speech_max_seconds} if subset == "human_speech" else {}
+        have = _subset_module(subset).available(split, **cap)
         if have is not None and wanted > have:
           raise ValueError(f"DemoConfig.{subset}_{split}={wanted}, but the {subset} corpus has "
                            f"{have} clips in the {split} split (-1 takes them all)")
@@ -233,9 +234,12 @@ def _subset_module(subset: str) -> Any:
   return music
 
 
-def _licences(counts: dict[tuple[str, str], int]) -> dict[str, str]:
+def _licences(cfg: DemoConfig, counts: dict[tuple[str, str], int]) -> dict[str, str]:
   used = {subset for (subset, _), n in counts.items() if n}
   out = dict(LICENCES)
+  if any(v in {f.name for f in speech.FESTIVAL_VOICES} for v in cfg.speech_voices):
+    from flowav.data.demo import festival_voice  # noqa: PLC0415
+    out["festival"] = festival_voice.LICENCE
   for subset in _CORPUS_SUBSETS:
     if subset in used:
       out[subset] = _subset_module(subset).LICENCE
