@@ -48,6 +48,8 @@ def base_config() -> mlc.ConfigDict:
     batch_size=32,  # global batch (all processes)
     clip_seconds=2.0,  # training window; longer clips are cropped, shorter ones padded + masked
     max_phones=64,
+    # Caption / lyric token streams (UTF-8 bytes + 1 when a dataset stores only text); 0 = not fed.
+    max_text_tokens=0, max_lyric_tokens=0,
     random_crop=True,
     num_threads=2, prefetch=4,
   )

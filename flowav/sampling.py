@@ -16,8 +16,7 @@ from flowav.data import inputs, media, pipeline, records, schema
 
 def _lengths(run: generate.Run) -> tuple[records.DatasetInfo, pipeline.Lengths]:
   info = records.DatasetInfo.load(run.config.data.dir)
-  return info, pipeline.lengths_for(info, float(run.config.data.clip_seconds),
-                                    int(run.config.data.max_phones))
+  return info, pipeline.config_lengths(info, run.config.data)
 
 
 def _generate(run: generate.Run, clips: list[inputs.Clip], seed: int) -> list[np.ndarray]:

@@ -32,9 +32,14 @@ class Lengths:
   speaker_dim: int
   video_dim: int
   audio_dim: int
+  # Caption / lyric token streams (`text_ids`, `lyric_ids`): emitted only when > 0, for models that
+  # read text as tokens (AudioGen-Omni's demo variant); 0 leaves them out of the batch.
+  text: int = 0
+  lyrics: int = 0
 
 
-def lengths_for(info: records.DatasetInfo, seconds: float, max_phones: int) -> Lengths:
+def lengths_for(info: records.DatasetInfo, seconds: float, max_phones: int,
+                max_text_tokens: int = 0, max_lyric_tokens: int = 0) -> Lengths:
   """Stream lengths of a `seconds`-long window under the dataset's rates."""
   return Lengths(
     audio=int(math.floor(seconds * info.rates["audio"] + 1e-6)),
@@ -43,7 +48,29 @@ def lengths_for(info: records.DatasetInfo, seconds: float, max_phones: int) -> L
     speaker_dim=int(info.dims.get("speaker", 0)),
     video_dim=int(info.dims["video"]),
     audio_dim=int(info.dims["audio"]),
+    text=max_text_tokens, lyrics=max_lyric_tokens,
   )
+
+
+def config_lengths(info: records.DatasetInfo, data: Any) -> Lengths:
+  """`lengths_for` from a config's data section (clip_seconds, max_phones, max_text_tokens,
+  max_lyric_tokens)."""
+  return lengths_for(info, float(data.clip_seconds), int(data.max_phones),
+                     int(data.get("max_text_tokens", 0)), int(data.get("max_lyric_tokens", 0)))
+
+
+def _tokens(ex: Mapping[str, Any], ids_key: str, text_key: str | None, n: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """Token ids `[n]` and mask: the example's ids, else its text as UTF-8 byte tokens, else none.
+  Text streams are not cropped with the audio window (they describe the whole clip)."""
+  if ids_key in ex:
+    ids = np.asarray(ex[ids_key], np.int32)[np.asarray(ex[ids_key.replace("_ids", "_mask")], bool)]
+  elif text_key and ex.get(text_key):
+    ids = schema.byte_tokens(str(ex[text_key]))
+  else:
+    ids = np.zeros((0,), np.int32)
+  ids = ids[:n]
+  return _fit(ids, n), _fit(np.ones(len(ids), bool), n)
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
@@ -105,6 +132,10 @@ def crop_and_pad(ex: Mapping[str, Any], lengths: Lengths, rates: Mapping[str, fl
   else:
     out["speaker_embedding"] = np.zeros((lengths.speaker_dim,), np.float32)
     out["speaker_mask"] = np.asarray(False)
+  if lengths.text:
+    out["text_ids"], out["text_mask"] = _tokens(ex, "text_ids", "caption", lengths.text)
+  if lengths.lyrics:
+    out["lyric_ids"], out["lyric_mask"] = _tokens(ex, "lyric_ids", None, lengths.lyrics)
   return out
 
 

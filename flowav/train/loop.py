@@ -88,8 +88,7 @@ def check_data_fits_model(config: mlc.ConfigDict, info: records.DatasetInfo,
 def data_info(config: mlc.ConfigDict) -> tuple[records.DatasetInfo, pipeline.Lengths]:
   """The dataset's description and the stream lengths, checked against the model config."""
   info = records.DatasetInfo.load(config.data.dir)
-  lengths = pipeline.lengths_for(info, float(config.data.clip_seconds),
-                                 int(config.data.max_phones))
+  lengths = pipeline.config_lengths(info, config.data)
   check_data_fits_model(config, info, lengths)
   return info, lengths
 

@@ -43,7 +43,7 @@ def log_samples(writer: Writer, config: Any, rt: Any, state: Any, info: Any, ste
     return
   from flowav import generate  # pylint: disable=g-import-not-at-top  (avoids an import cycle)
   from flowav.audio.codec import LatentStats, make_codec  # pylint: disable=g-import-not-at-top
-  lengths = pipeline.lengths_for(info, float(config.data.clip_seconds), int(config.data.max_phones))
+  lengths = pipeline.config_lengths(info, config.data)
   run = generate.Run(config=config, graphdef=rt.graphdef,
                      params=state.ema if state.ema is not None else state.params,
                      rest=state.rest, weights="ema" if state.ema is not None else "raw",

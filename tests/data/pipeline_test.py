@@ -65,6 +65,19 @@ def test_absent_streams_are_zero_with_false_masks():
   assert out["transcript_ids"].shape == (4,) and out["speaker_embedding"].shape == (4,)
 
 
+def test_text_streams_only_when_asked_caption_as_bytes_lyrics_as_stored():
+  ex = {**_example(2, 40, speech=False), "caption": "a bé",
+        "lyric_ids": np.array([5, 6, 7, 9], np.int32), "lyric_mask": np.array([1, 1, 1, 0], bool)}
+  base = dict(audio=40, video=10, phones=4, speaker_dim=4, video_dim=2, audio_dim=3)
+  assert "text_ids" not in pipeline.crop_and_pad(ex, pipeline.Lengths(**base), RATES)
+  out = pipeline.crop_and_pad(ex, pipeline.Lengths(**base, text=6, lyrics=2), RATES)
+  assert out["text_ids"].tolist() == [ord("a") + 1, ord(" ") + 1, 0x62 + 1, 0xC3 + 1, 0xA9 + 1, 0]
+  assert out["text_mask"].tolist() == [1, 1, 1, 1, 1, 0]
+  assert out["lyric_ids"].tolist() == [5, 6] and out["lyric_mask"].all()  # truncated to 2
+  out = pipeline.crop_and_pad(_example(3, 40, speech=False), pipeline.Lengths(**base, text=3), RATES)
+  assert not out["text_mask"].any() and out["text_ids"].shape == (3,)  # no caption: empty
+
+
 def test_global_indexing_is_independent_of_process_count(tmp_path):
   _dataset(tmp_path)
   lengths = pipeline.Lengths(audio=40, video=10, phones=4, speaker_dim=4, video_dim=2, audio_dim=3)
