@@ -17,17 +17,14 @@ import pathlib
 from typing import Any
 
 import jax
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from flowav import generate, outputs  # noqa: E402
-from flowav.audio import io as audio_io  # noqa: E402
-from flowav.data import inputs, pipeline, records, schema  # noqa: E402
-from flowav.eval import classifier as classifier_lib  # noqa: E402
-from flowav.eval import demo_measures, desync, embedders, lipsync, onsets, vocoder_gain  # noqa: E402
+from flowav import generate, outputs
+from flowav.audio import io as audio_io
+from flowav.data import inputs, pipeline, records, schema
+from flowav.eval import classifier as classifier_lib
+from flowav.eval import demo_measures, desync, embedders, lipsync, onsets, vocoder_gain
+from flowav.eval import plots as plots_lib
 
 # The model metrics decode every arm with the weight-free Griffin-Lim, so they measure the model
 # the same way wherever they run (and fast); the vocoder section compares HiFi-GAN with it.
@@ -209,19 +206,6 @@ def evaluate_measures(run: generate.Run, workdir: pathlib.Path, imp_clips: list[
   return out
 
 
-def _bars(path: pathlib.Path, impacts: dict[str, Any], speech: dict[str, Any] | None) -> None:
-  arms = ["model", "control", "codec"]
-  fig, axes = plt.subplots(1, 2 if speech else 1, figsize=(8, 3), squeeze=False)
-  axes[0, 0].bar(arms, [impacts[a]["f1"] for a in arms], color=["C0", "C3", "C2"])
-  axes[0, 0].set_title("impacts: onset F1")
-  if speech:
-    axes[0, 1].bar(arms, [speech[a]["corr_at_zero_mean"] for a in arms], color=["C0", "C3", "C2"])
-    axes[0, 1].set_title("speech: mouth/envelope corr (lag 0)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
-
-
 def evaluate_vocoders(run: generate.Run, clips: list[inputs.Clip], *, limit: int = 8
                       ) -> dict[str, Any] | None:
   """HiFi-GAN's gain over Griffin-Lim re-synthesising the held-out clips' real audio, per task.
@@ -277,7 +261,7 @@ def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
     result["vocoder"] = vocoders
   plots = workdir / "eval_plots"
   plots.mkdir(exist_ok=True)
-  _bars(plots / "metrics.png", impacts, speech)
+  plots_lib.metric_bars(plots / "metrics.png", result)
   for row in per_clip[:4]:
     outputs.save_spectrogram_png(
       plots / f"onsets_{row['clip_id']}.png", [("generated (own video)", row["model_latents"])],

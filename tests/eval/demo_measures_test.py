@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flowav.audio.codec import MelCodec
-from flowav.eval import demo_measures, embedders, report
+from flowav.eval import demo_measures, embedders, plots, report
 
 SR = 22050
 
@@ -61,7 +61,7 @@ def test_class_accuracy_scores_controls_against_the_original_labels():
   assert res["chance"] == 0.5 and res["majority"] == 0.5 and res["num_clips"] == 8
 
 
-def test_report_renders_measures_and_skips():
+def test_report_and_plots_render_measures_and_skips(tmp_path):
   result = {
     "step": 3, "weights": "ema", "sampler": {}, "impacts": {
       "num_clips": 2, "tolerance_s": 0.04, "f1_ratio_model_over_control": 3.0,
@@ -85,3 +85,9 @@ def test_report_renders_measures_and_skips():
   assert "intelligibility: skipped (ImportError: no whisper)" in text
   assert "| model (own conditions) | 2.500 | 3.000 | n/a |" in text
   assert "PASS" in text
+  titles = dict(plots.panels(result))
+  assert titles["impacts: material accuracy"] == {"model": 0.75, "control": 0.125, "null": 0.25,
+                                                  "codec": 1.0}
+  assert "speech: WER" not in titles  # skipped measures have no panel
+  plots.metric_bars(tmp_path / "m.png", result)
+  assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
