@@ -110,3 +110,17 @@ def test_song_pitch_known_answer_and_codec_upper_bound(built):
     assert through_codec["raw_pitch_accuracy"] >= 0.85, through_codec
   wav = scores[0][2]
   assert pitch.pitch_accuracy(wav, codec.sample_rate, notes[1])["raw_pitch_accuracy"] < 0.5
+
+
+@pytest.mark.slow
+def test_two_workers_write_the_same_bytes(built, tmp_path):
+  """Spawned workers (pocketsphinx, flite, festival, fluidsynth in other processes, other orders)
+  give byte-identical shards and raw audio."""
+  out, info = built
+  other = build.build_demo(tmp_path, dataclasses.replace(FULL_TINY, workers=2), progress=False)
+  for split in info.splits.values():
+    for name in split["shards"]:
+      assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+  for wav in (out / "raw").glob("*/*.wav"):
+    assert (tmp_path / "raw" / wav.parent.name / wav.name).read_bytes() == wav.read_bytes(), wav
+  assert other.latent_stats == info.latent_stats
