@@ -50,7 +50,11 @@ class Run:
     return float(s.cfg_scale_speech if task_id == schema.TASKS["speech"] else s.cfg_scale)
 
   def predict_durations(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Phone durations from the model's duration predictor, run on the batch's video."""
+    """Phone durations from the model's duration predictor, run on the batch's video. Models that
+    align text themselves (AudioGen-Omni: attention over a frame budget) have none: the batch's
+    durations come back unchanged (the model does not read them)."""
+    if not hasattr(self.model, "predict_durations"):
+      return np.asarray(batch["phone_durations"])
     return np.asarray(self.model.predict_durations(dict(batch)))
 
   def sample(self, batch: Mapping[str, np.ndarray], key: jax.Array, *,

@@ -14,9 +14,13 @@ from typing import Any
 
 import flax.nnx as nnx
 
+from flowav.models.audiogen_omni import AudioGenOmni, AudioGenOmniConfig
 from flowav.models.vssflow import VSSFlow, VSSFlowConfig
 
-MODELS: dict[str, tuple[type, type]] = {"vssflow": (VSSFlowConfig, VSSFlow)}
+MODELS: dict[str, tuple[type, type]] = {
+  "vssflow": (VSSFlowConfig, VSSFlow),
+  "audiogen_omni": (AudioGenOmniConfig, AudioGenOmni),
+}
 
 
 def _as_dict(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,4 +57,5 @@ def build_model(model_cfg: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
   return MODELS[_as_dict(model_cfg)["name"]][1](cfg, rngs=rngs)
 
 
-__all__ = ["MODELS", "VSSFlow", "VSSFlowConfig", "build_model", "model_config"]
+__all__ = ["MODELS", "AudioGenOmni", "AudioGenOmniConfig", "VSSFlow", "VSSFlowConfig", "build_model",
+           "model_config"]

@@ -9,6 +9,7 @@ from flowav.nn.attention import (
   attention_weights,
   dot_product_attention,
 )
+from flowav.nn.conv import Conv1d, ConvSwiGLU, mask_frames
 from flowav.nn.convnext import ConvNeXtV2Block, GlobalResponseNorm, depthwise_conv1d
 from flowav.nn.embeddings import (
   Constant,
@@ -24,9 +25,9 @@ from flowav.nn.rope import RopeConfig, apply_rope, rope_frequencies, time_positi
 from flowav.nn.stack import Stack
 
 __all__ = [
-  "AdaLNModulation", "Attention", "Constant", "ConvNeXtV2Block", "Dense", "Embed",
-  "FourierFeatures", "GlobalResponseNorm", "JointAttention", "LayerNorm", "Mlp", "RMSNorm",
+  "AdaLNModulation", "Attention", "Constant", "Conv1d", "ConvNeXtV2Block", "ConvSwiGLU", "Dense",
+  "Embed", "FourierFeatures", "GlobalResponseNorm", "JointAttention", "LayerNorm", "Mlp", "RMSNorm",
   "RopeConfig", "Stack", "SwiGLU", "TimestepEmbedder", "apply_rope", "attention_weights",
-  "depthwise_conv1d", "dot_product_attention", "gate", "modulate", "rope_frequencies",
-  "time_positions", "timestep_sinusoidal", "torch_uniform_init",
+  "depthwise_conv1d", "dot_product_attention", "gate", "mask_frames", "modulate",
+  "rope_frequencies", "time_positions", "timestep_sinusoidal", "torch_uniform_init",
 ]

@@ -288,12 +288,15 @@ class JointAttention(nnx.Module):
   def __call__(self, streams: Sequence[jax.Array], *,
                masks: Sequence[jax.Array | None] | None = None, rope: RopeConfig | None = None,
                positions: Sequence[jax.Array | None] | None = None,
-               rope_masks: Sequence[jax.Array | None] | None = None) -> list[jax.Array]:
+               rope_masks: Sequence[jax.Array | None] | None = None,
+               query_streams: Sequence[bool] | None = None) -> list[jax.Array | None]:
     """streams: `[B, L_i, D_i]` each; masks: `[B, L_i]` bool (None = all valid) -> `[B, L_i, D_i]`.
 
     positions: per stream `[B, L_i]` / `[L_i]` floats on the shared time axis, or None for no RoPE
     on that stream; rope_masks: per stream per-token RoPE on/off. Masked tokens are never attended
-    to.
+    to. query_streams: per stream, False = the stream only gives keys and values: its queries are
+    not computed and its output slot is None (a pre-only block, audiogen_omni §2.4, whose outputs
+    would be discarded; the other streams' outputs are unchanged). None = every stream queries.
     """
     streams = list(streams)
     count = len(self.streams)
@@ -302,11 +305,16 @@ class JointAttention(nnx.Module):
     masks = _per_stream(masks, count, "masks")
     positions = _per_stream(positions, count, "positions")
     rope_masks = _per_stream(rope_masks, count, "rope_masks")
+    querying = [True] * count if query_streams is None else [
+      bool(f) for f in _per_stream(query_streams, count, "query_streams")]
+    if not any(querying):
+      raise ValueError("JointAttention: query_streams must let at least one stream query")
     batch = streams[0].shape[0]
     qs, ks, vs, key_masks, lengths = [], [], [], [], []
-    per_stream = zip(self.streams, streams, masks, positions, rope_masks, strict=True)
-    for proj, x, mask, pos, rmask in per_stream:
-      qs.append(proj.queries(x, rope=rope, positions=pos, rope_mask=rmask))
+    per_stream = zip(self.streams, streams, masks, positions, rope_masks, querying, strict=True)
+    for proj, x, mask, pos, rmask, query in per_stream:
+      if query:
+        qs.append(proj.queries(x, rope=rope, positions=pos, rope_mask=rmask))
       k, v = proj.keys_values(x, rope=rope, positions=pos, rope_mask=rmask)
       ks.append(k)
       vs.append(v)
@@ -319,6 +327,7 @@ class JointAttention(nnx.Module):
     out = dot_product_attention(
       jnp.concatenate(qs, axis=1), jnp.concatenate(ks, axis=1), jnp.concatenate(vs, axis=1),
       key_mask=jnp.concatenate(key_masks, axis=1))
-    splits = np.cumsum(lengths)[:-1].tolist()
-    return [proj.project_out(part)
-            for proj, part in zip(self.streams, jnp.split(out, splits, axis=1), strict=True)]
+    q_lengths = [n for n, query in zip(lengths, querying, strict=True) if query]
+    parts = iter(jnp.split(out, np.cumsum(q_lengths)[:-1].tolist(), axis=1))
+    return [proj.project_out(next(parts)) if query else None
+            for proj, query in zip(self.streams, querying, strict=True)]

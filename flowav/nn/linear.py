@@ -57,7 +57,11 @@ def matmul(x: jax.Array, kernel: jax.Array, compute_dtype: Any) -> jax.Array:
 
 
 def _matmul_fwd(x, kernel, compute_dtype):
-  x_t = x.reshape(-1, x.shape[-1]).T.astype(compute_dtype)
+  # The barrier keeps the transpose a real array: folded back into the dK dot (TransposeFolding,
+  # outside a scan) it gives a dot contracting both major dims, which XLA:CPU runs on its generic
+  # path and which has no bfloat16-in / float32-out kernel there ("Unsupported element type for
+  # DotThunk::Execute: BF16 x BF16 = F32").
+  x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T.astype(compute_dtype))
   # An empty array carries x's dtype (residuals must be arrays, e.g. under jax.checkpoint).
   return matmul(x, kernel, compute_dtype), (x_t, kernel, jnp.zeros((0,), x.dtype))
 

@@ -96,7 +96,7 @@ def abstract_batch(config: mlc.ConfigDict, global_batch: int) -> dict[str, jax.S
   rates = {"audio": float(m.audio_rate), "video": float(m.video_rate)}
   lengths = pipeline.Lengths(
     audio=int(seconds * rates["audio"] + 1e-6), video=int(np.ceil(seconds * rates["video"] - 1e-6)),
-    phones=int(config.data.max_phones), speaker_dim=int(m.speaker_dim),
+    phones=int(config.data.max_phones), speaker_dim=int(m.get("speaker_dim", 0)),
     video_dim=int(m.video_dim), audio_dim=int(m.audio_channels),
     text=int(config.data.get("max_text_tokens", 0)), lyrics=int(config.data.get("max_lyric_tokens", 0)))
   empty = {"audio_latents": np.zeros((0, lengths.audio_dim), np.float32),

@@ -5,8 +5,17 @@ from __future__ import annotations
 import flax.nnx as nnx
 import pytest
 
+from configs import audiogen_omni as omni_experiment
 from configs import vssflow as vssflow_experiment
-from flowav.models import MODELS, VSSFlow, VSSFlowConfig, build_model, model_config
+from flowav.models import (
+  MODELS,
+  AudioGenOmni,
+  AudioGenOmniConfig,
+  VSSFlow,
+  VSSFlowConfig,
+  build_model,
+  model_config,
+)
 from flowav.models.vssflow import VARIANTS
 
 
@@ -26,12 +35,20 @@ def test_experiment_config_round_trips(variant):
   assert model_config(section) == VSSFlowConfig(**fields)
 
 
+@pytest.mark.parametrize("variant", ["tiny", "demo", "paper", "mmaudio_s"])
+def test_audiogen_omni_experiment_config_round_trips(variant):
+  section = omni_experiment.get_config(variant).model
+  fields = {k: v for k, v in section.to_dict().items() if k not in ("name", "variant")}
+  assert model_config(section) == AudioGenOmniConfig(**fields)
+  assert MODELS["audiogen_omni"] == (AudioGenOmniConfig, AudioGenOmni)
+
+
 def test_errors_name_the_bad_entry_and_list_the_valid_ones():
   with pytest.raises(ValueError, match=r"Unknown keys \['widht'\].*valid: \[.*'width'"):
     model_config({"name": "vssflow", "variant": "tiny", "widht": 3})
   with pytest.raises(ValueError, match=r"variant='huge'.*\['demo', 'paper', 'tiny'\]"):
     model_config({"name": "vssflow", "variant": "huge"})
-  with pytest.raises(ValueError, match=r"name='flowly'.*\['vssflow'\]"):
+  with pytest.raises(ValueError, match=r"name='flowly'.*\['audiogen_omni', 'vssflow'\]"):
     model_config({"name": "flowly", "variant": "tiny"})
   with pytest.raises(ValueError, match="num_kv_heads"):
     model_config({"name": "vssflow", "variant": "tiny", "num_kv_heads": 3})

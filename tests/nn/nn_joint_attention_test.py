@@ -115,3 +115,18 @@ def test_heads_only_streams_and_errors():
     joint([_normal(1, (1, 3, 16)), _normal(2, (1, 2, 8))], masks=[None, jnp.ones((1, 3), bool)])
   with pytest.raises(ValueError, match="use_out_proj"):
     JointAttention([16, 8], 2, 4, use_out_proj=[True], rngs=nnx.Rngs(0))
+
+
+def test_key_value_only_streams_give_the_same_outputs(joint, jit_call):
+  # audiogen_omni §2.4 pre-only block: video and caption give keys and values but no queries.
+  streams = _streams()
+  masks = [None, jnp.asarray([[1, 1, 0], [1, 1, 1]], bool), None]
+  rope = RopeConfig(rot_dim=8, layout="interleaved")
+  positions = [jnp.arange(6.0), time_positions(3, 8.0, 16.0), None]
+  full = jit_call(joint, streams, masks=masks, rope=rope, positions=positions)
+  kv_only = jit_call(joint, streams, masks=masks, rope=rope, positions=positions,
+                     query_streams=[True, False, False])
+  assert kv_only[1] is None and kv_only[2] is None
+  np.testing.assert_allclose(kv_only[0], full[0], atol=1e-6)
+  with pytest.raises(ValueError, match="query_streams"):
+    joint(streams, query_streams=[False, False, False])

@@ -63,6 +63,8 @@ CASES: dict[str, tuple[Callable[[nnx.Rngs], nnx.Module], Callable[[], tuple[Any,
   "mlp": (lambda r: nn.Mlp(8, 16, rngs=r), lambda: (_x(2, 3, 8),)),
   "swiglu": (lambda r: nn.SwiGLU(8, 16, rngs=r), lambda: (_x(2, 3, 8),)),
   "convnext": (lambda r: nn.ConvNeXtV2Block(8, 16, rngs=r), lambda: (_x(2, 5, 8),)),
+  "conv1d": (lambda r: nn.Conv1d(8, 4, 3, rngs=r), lambda: (_x(2, 5, 8),)),
+  "conv_swiglu": (lambda r: nn.ConvSwiGLU(8, 16, 3, rngs=r), lambda: (_x(2, 5, 8),)),
   "stack": (lambda r: nn.Stack(_Block, 2, rngs=r, remat_policy="dots_saveable"),
             lambda: (_x(2, 3, 8), _x(2, 4, 6))),
 }

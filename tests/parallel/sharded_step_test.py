@@ -36,7 +36,9 @@ SLOW_STEPS = [
 # Per model, a tiny variant whose dims do not divide the mesh (vssflow: width 50 on fsdp=4, and a
 # single 12-wide KV head whose activations cannot split over tensor=2); they must stay whole.
 INDIVISIBLE = {
-  "vssflow": "fsdp_tensor:fsdp=4,tensor=2:width=50,num_kv_heads=1,head_dim=12,ff_hidden=100"}
+  "vssflow": "fsdp_tensor:fsdp=4,tensor=2:width=50,num_kv_heads=1,head_dim=12,ff_hidden=100",
+  # audiogen_omni: width 50 on fsdp=4 and 5 heads on tensor=2.
+  "audiogen_omni": "fsdp_tensor:fsdp=4,tensor=2:width=50,num_heads=5"}
 
 FAST_CASES = ([f"layout/{t}:{m}" for t in TABLES for m in MESHES]
               + [f"init/{FAST_INIT}", f"step/{FAST_STEP}"])

@@ -1,0 +1,389 @@
+"""AudioGen-Omni (specs/audiogen_omni.md): MM-DiT over audio / video / text(+lyrics) streams.
+
+`N_j` joint blocks (per-stream weights, one joint softmax, the last block pre-only for video and
+text), then `N_s` audio-only single blocks and a conv output layer (§2.4, §2.5). RoPE rotates only
+the temporal tokens (audio, video, lyric frames) at positions in audio-frame units from each
+stream's rate, `p = i / r_stream * r_a`; caption tokens are not rotated (PAAPI, §2.6). Lyrics (or
+a transcript) are laid out on the audio frame budget by a ConvNeXt-V2 encoder and appended to the
+caption tokens in the text stream (§2.1, §2.2). Conditioning (§2.3): `c_g = MLP([e_t, p_v, p_t,
+e_s, e_d])` with learned nulls for missing video / caption, and the per-frame `c_a[j] = c_g + S[j]`
+from the sync features upsampled to the audio frames (nearest-exact in seconds).
+
+Any subset of conditions may be present (§1): a missing or CFG-dropped modality has an all-false
+mask, so its tokens are never attended to and its pooled / sync vectors become the learned nulls.
+`conditions(batch)` computes every input projection once; `__call__` then only adds the
+t-dependent parts, so an ODE solve reuses the projections at every step.
+
+Departures from the spec: (1) the timestep MLP keeps the torch-default init (MMAudio: N(0, 0.02));
+(2) the last block's video/text queries are not computed (their outputs are discarded, as in
+MMAudio; parameters and results are the same); (3) `sync_source='video_features'` (flowav-demo,
+no sync encoder) feeds the video features to the sync branch at the video rate, without the
+per-segment position table; 'none' drops the sync branch (`c_a = c_g`); (4) `caption_source=
+'text_ids'` embeds UTF-8 byte ids with a learned table instead of reading T5 states.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowav import nn
+from flowav.models import audiogen_omni_blocks as blocks
+
+Cond = dict[str, jax.Array]
+SYNC_SOURCES = ("sync_features", "video_features", "none")
+CAPTION_SOURCES = ("text_embeddings", "text_ids")
+LYRICS_KEYS = ("lyric_ids", "transcript_ids", "none")
+GLOBAL_FUSIONS = ("concat", "sum")
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioGenOmniConfig:
+  """Sizes and options of AudioGen-Omni (spec §6); `VARIANTS` holds the named sets. Rates are
+  frames per second; the lyric stream has `text_dim` channels (it joins the caption tokens)."""
+  audio_channels: int  # C_a
+  audio_rate: float  # r_a, latent frames per second (the RoPE time unit)
+  video_dim: int  # CLIP feature width
+  video_rate: float
+  text_dim: int  # caption (T5 state / byte embedding) and lyric frame width
+  width: int  # D
+  num_heads: int  # H, head_dim = D / H
+  joint_depth: int  # N_j >= 1 (the last one is pre-only)
+  single_depth: int  # N_s
+  sync_dim: int = 768  # Synchformer width (sync_source='sync_features')
+  sync_rate: float = 24.0
+  sync_segment: int = 8  # learned within-segment position table rows (0 = none)
+  lyric_vocab: int = 6693  # ids 1..vocab, 0 = filler / pad
+  lyric_blocks: int = 4  # N_cnx
+  lyric_mult: int = 2  # ConvNeXt hidden = mult * text_dim
+  lyric_max_pos: int = 4000
+  caption_vocab: int = 256  # caption_source='text_ids': UTF-8 bytes + 1, 0 = pad
+  ffn_multiple_of: int = 256  # SwiGLU hidden = roundup(int(8 D / 3), multiple_of)
+  time_table: int = 512  # rows of the per-second start / total tables (clipped)
+  time_freq_dim: int = 256  # sinusoidal features of 1000 t
+  audio_kernel: int = 7  # audio input conv and its conv SwiGLU
+  sync_kernel: int = 7  # sync input conv (its conv SwiGLU uses conv_kernel)
+  conv_kernel: int = 3  # block output convs, conv SwiGLUs, video projection
+  final_kernel: int = 7
+  sync_source: str = "sync_features"  # SYNC_SOURCES
+  caption_source: str = "text_embeddings"  # CAPTION_SOURCES
+  lyrics_key: str = "lyric_ids"  # LYRICS_KEYS ('none': no lyrics stream, no LT encoder)
+  global_fusion: str = "concat"  # 'concat': MLP([e_t,p_v,p_t,e_s,e_d]); 'sum': e_t + MLP(sum)
+  rope_theta: float = 10000.0
+  remat_policy: str = "none"
+  dtype: str | None = None  # matmul input dtype, e.g. 'bfloat16'; None = float32
+
+  def __post_init__(self):
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      if f.name in ("single_depth", "lyric_blocks", "sync_segment"):
+        if value < 0:
+          raise ValueError(f"AudioGenOmniConfig: {f.name}={value} must be >= 0")
+      elif f.type in ("int", "float") and value <= 0:
+        raise ValueError(f"AudioGenOmniConfig: {f.name}={value} must be positive")
+    for name, valid in (("sync_source", SYNC_SOURCES), ("caption_source", CAPTION_SOURCES),
+                        ("lyrics_key", LYRICS_KEYS), ("global_fusion", GLOBAL_FUSIONS)):
+      if getattr(self, name) not in valid:
+        raise ValueError(f"AudioGenOmniConfig: {name}={getattr(self, name)!r} must be one of "
+                         f"{valid}")
+    head_dim, rest = divmod(self.width, self.num_heads)
+    if rest or head_dim % 2:
+      raise ValueError(f"AudioGenOmniConfig: width={self.width} must be num_heads="
+                       f"{self.num_heads} times an even head_dim (RoPE rotates pairs)")
+    for name in ("audio_kernel", "sync_kernel", "conv_kernel", "final_kernel"):
+      if getattr(self, name) % 2 == 0:
+        raise ValueError(f"AudioGenOmniConfig: {name}={getattr(self, name)} must be odd")
+    if self.dtype is not None:
+      jnp.dtype(self.dtype)  # Raises TypeError on an unknown name.
+
+  @property
+  def ffn_hidden(self) -> int:
+    return blocks.ffn_hidden(self.width, self.ffn_multiple_of)
+
+  @property
+  def sync_in(self) -> tuple[int, float]:
+    """(width, rate) of the features the sync branch reads."""
+    if self.sync_source == "video_features":
+      return self.video_dim, self.video_rate
+    return self.sync_dim, self.sync_rate
+
+
+_DEMO_RATE = 22050 / 256
+VARIANTS: dict[str, dict[str, Any]] = {
+  # Spec §6 tiny column (~1.4 M parameters): 1 s = 32 frames at 31.25 Hz, 8 video, 24 sync frames.
+  "tiny": dict(
+    audio_channels=8, audio_rate=31.25, video_dim=32, video_rate=8.0, sync_dim=16,
+    text_dim=32, width=64, num_heads=4, joint_depth=2, single_depth=2, lyric_vocab=64,
+    lyric_blocks=1, ffn_multiple_of=16, time_table=16),
+  # Spec §2 paper config: 1.496 B parameters (44.1 kHz Mel-VAE latents, MetaCLIP, Synchformer, T5).
+  "paper": dict(
+    audio_channels=40, audio_rate=44100 / 1024, video_dim=1280, video_rate=8.0, text_dim=768,
+    width=1024, num_heads=16, joint_depth=8, single_depth=16),
+  # MMAudio-S-16k sizes (157 M in MMAudio) for speed comparisons: no lyrics stream.
+  "mmaudio_s": dict(
+    audio_channels=20, audio_rate=31.25, video_dim=1024, video_rate=8.0, text_dim=1024,
+    width=448, num_heads=7, joint_depth=4, single_depth=8, lyrics_key="none"),
+  # flowav-demo on a 2-core CPU: 80-band mel at 22050/256 Hz, the built-in 256-d 25-fps video
+  # features (also the sync branch), captions as UTF-8 bytes, phone transcripts as the lyric stream.
+  "demo": dict(
+    audio_channels=80, audio_rate=_DEMO_RATE, video_dim=256, video_rate=25.0, text_dim=64,
+    width=128, num_heads=4, joint_depth=2, single_depth=2, sync_source="video_features",
+    caption_source="text_ids", lyrics_key="transcript_ids", lyric_vocab=40, lyric_blocks=2,
+    ffn_multiple_of=64, time_table=64, time_freq_dim=128, audio_kernel=3),
+}
+
+
+def sync_indices(num_src: int, num_dst: int, src_rate: float, dst_rate: float) -> np.ndarray:
+  """Source frame of each target frame, torch `nearest-exact` in seconds (spec §2.3).
+
+  `src(j) = min(floor((j + 0.5) / dst_rate * src_rate), num_src - 1)`, int32 `[num_dst]`; e.g. 24/s
+  sync on 31.25 Hz audio: frame 125 (4.016 s) reads token 96.
+  """
+  if num_src <= 0:
+    raise ValueError(f"sync_indices: num_src={num_src} must be positive")
+  j = np.arange(num_dst, dtype=np.float64)
+  return np.minimum(np.floor((j + 0.5) * src_rate / dst_rate), num_src - 1).astype(np.int32)
+
+
+def _features(batch: Mapping[str, Any], key: str, mask_key: str, width: int, size: int,
+              dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
+  """`batch[key]` `[B, L(, width)]` and its mask, or one all-masked zero token if `key` is absent."""
+  if key not in batch:
+    shape = (size, 1) if width == 0 else (size, 1, width)
+    return jnp.zeros(shape, dtype), jnp.zeros((size, 1), bool)
+  if mask_key not in batch:
+    raise KeyError(f"AudioGenOmni: batch has {key!r} but not its mask {mask_key!r}")
+  x, mask = jnp.asarray(batch[key], dtype), jnp.asarray(batch[mask_key], bool)
+  rank = 2 if width == 0 else 3
+  if x.ndim != rank or x.shape[0] != size or (width and x.shape[-1] != width):
+    want = "[B, L]" if width == 0 else f"[B, L, {width}]"
+    raise ValueError(f"AudioGenOmni: batch[{key!r}] has shape {x.shape}, expected {want} with "
+                     f"B={size}")
+  if mask.shape != x.shape[:2]:
+    raise ValueError(f"AudioGenOmni: batch[{mask_key!r}] has shape {mask.shape}, expected "
+                     f"{x.shape[:2]} (the shape of {key!r})")
+  return x, mask
+
+
+class AudioGenOmni(nnx.Module):
+  """The AudioGen-Omni velocity model (specs/audiogen_omni.md §2).
+
+  Condition pytree (`conditions`): 'audio_mask' `[B, T_a]`; 'video' `[B, T_v, D]` projected CLIP
+  tokens, 'video_mask'; 'video_pool' `[B, D]` (p_v before nulls); 'sync' `[B, T_a, D]` projected
+  sync on the audio frames, 'sync_mask' `[B, T_a]`; 'caption' `[B, L_t, D]`, 'caption_mask',
+  'caption_pool' (p_t before nulls); 'lyrics' `[B, T_a, D]`, 'lyric_mask' (absent without a
+  lyrics stream); 'start', 'total' `[B, D]` (e_s, e_d).
+  """
+
+  REQUIRED_KEYS = ("audio_mask", "start_s", "duration_s")
+
+  def __init__(self, cfg: AudioGenOmniConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dtype = None if cfg.dtype is None else jnp.dtype(cfg.dtype)
+    d, hidden = cfg.width, cfg.ffn_hidden
+    self.audio_proj = blocks.StreamProj(cfg.audio_channels, d, hidden, kernel_size=cfg.audio_kernel,
+                                        first_kernel=cfg.audio_kernel, in_axis="channels",
+                                        dtype=dtype, rngs=rngs)
+    self.video_proj = blocks.StreamProj(cfg.video_dim, d, hidden, kernel_size=cfg.conv_kernel,
+                                        dtype=dtype, rngs=rngs)
+    self.text_proj = blocks.StreamProj(cfg.text_dim, d, hidden, kernel_size=None, dtype=dtype,
+                                       rngs=rngs)
+    has_sync = cfg.sync_source != "none"
+    sync_dim = cfg.sync_in[0]
+    self.sync_proj = nnx.data(blocks.StreamProj(
+      sync_dim, d, hidden, kernel_size=cfg.conv_kernel, first_kernel=cfg.sync_kernel, dtype=dtype,
+      rngs=rngs) if has_sync else None)
+    self.sync_pos = nnx.data(
+      nnx.Param(jnp.zeros((cfg.sync_segment, sync_dim)), out_sharding=(None, "kv"))
+      if cfg.sync_source == "sync_features" and cfg.sync_segment else None)
+    self.null_sync = nnx.data(nnx.Param(jnp.zeros((d,)), out_sharding=("embed",))
+                              if has_sync else None)
+    self.caption_embed = nnx.data(nn.Embed(cfg.caption_vocab + 1, cfg.text_dim, axes=("vocab", "kv"),
+                                   rngs=rngs) if cfg.caption_source == "text_ids" else None)
+    self.lyrics = nnx.data(None if cfg.lyrics_key == "none" else blocks.LyricsEncoder(
+      cfg.lyric_vocab, cfg.text_dim, cfg.lyric_blocks, cfg.lyric_mult,
+      max_pos=cfg.lyric_max_pos, rngs=rngs))
+    # Global conditioning (§2.3); nulls start at 0 like MMAudio's empty features.
+    self.time_embed = nn.TimestepEmbedder(cfg.time_freq_dim, d, dtype=dtype, rngs=rngs)
+    self.video_pool = nn.Dense(d, d, axes=("mlp", "embed"), use_bias=True,
+                               kernel_init=blocks.XAVIER, dtype=dtype, rngs=rngs)
+    self.caption_pool = nn.Dense(d, d, axes=("mlp", "embed"), use_bias=True,
+                                 kernel_init=blocks.XAVIER, dtype=dtype, rngs=rngs)
+    self.null_video = nnx.Param(jnp.zeros((d,)), out_sharding=("embed",))
+    self.null_caption = nnx.Param(jnp.zeros((d,)), out_sharding=("embed",))
+    self.start_embed = nn.Embed(cfg.time_table, d, axes=(None, "embed"), rngs=rngs)
+    self.total_embed = nn.Embed(cfg.time_table, d, axes=(None, "embed"), rngs=rngs)
+    fused = 5 * d if cfg.global_fusion == "concat" else d
+    self.global_mlp = blocks.xavier_dense_(
+      nn.Mlp(fused, d, out_dim=d, activation="silu", dtype=dtype, rngs=rngs), rngs)
+    kw = dict(conv_kernel=cfg.conv_kernel, rope_theta=cfg.rope_theta, dtype=dtype)
+    self.joint_blocks = nn.Stack(
+      lambda r: blocks.JointBlock(d, cfg.num_heads, hidden, rngs=r, **kw), cfg.joint_depth - 1,
+      rngs=rngs, remat_policy=cfg.remat_policy)
+    self.last_joint = blocks.JointBlock(d, cfg.num_heads, hidden, pre_only=True, rngs=rngs, **kw)
+    self.single_blocks = nn.Stack(
+      lambda r: blocks.SingleBlock(d, cfg.num_heads, hidden, rngs=r, **kw), cfg.single_depth,
+      rngs=rngs, remat_policy=cfg.remat_policy)
+    self.final = blocks.FinalLayer(d, cfg.audio_channels, cfg.final_kernel, dtype=dtype,
+                                   rngs=rngs)
+
+  # --- conditions -------------------------------------------------------------------------------
+
+  def conditions(self, batch: Mapping[str, Any]) -> Cond:
+    """Projects every condition of a padded schema batch once (see the class docstring).
+
+    Missing keys are absent modalities (all-false masks). Raises KeyError / ValueError naming the
+    key on a missing required key or a wrong shape.
+    """
+    cfg = self.cfg
+    missing = [k for k in self.REQUIRED_KEYS if k not in batch]
+    if missing:
+      raise KeyError(f"AudioGenOmni: batch is missing keys {missing}; required: "
+                     f"{self.REQUIRED_KEYS}")
+    audio_mask = jnp.asarray(batch["audio_mask"], bool)
+    if audio_mask.ndim != 2:
+      raise ValueError(f"AudioGenOmni: batch['audio_mask'] has shape {audio_mask.shape}, "
+                       f"expected [B, T_a]")
+    size, num_frames = audio_mask.shape
+    video, video_mask = _features(batch, "video_features", "video_mask", cfg.video_dim, size)
+    video_tokens = self.video_proj(video, video_mask)
+    cond = {"audio_mask": audio_mask, "video": video_tokens, "video_mask": video_mask,
+            "video_pool": self.video_pool(blocks.masked_mean(video_tokens, video_mask))}
+    if self.sync_proj is not None:
+      if cfg.sync_source == "video_features":
+        sync, sync_mask = video, video_mask
+      else:
+        sync, sync_mask = _features(batch, "sync_features", "sync_mask", cfg.sync_dim, size)
+        if self.sync_pos is not None:  # the same 8 rows for every Synchformer segment
+          rows = jnp.arange(sync.shape[1]) % cfg.sync_segment
+          sync = sync + self.sync_pos[...][rows]
+      src = sync_indices(sync.shape[1], num_frames, cfg.sync_in[1], cfg.audio_rate)
+      cond["sync"] = self.sync_proj(sync, sync_mask)[:, src]
+      cond["sync_mask"] = sync_mask[:, src]
+    if cfg.caption_source == "text_ids":
+      ids, caption_mask = _features(batch, "text_ids", "text_mask", 0, size, jnp.int32)
+      caption = self.caption_embed(jnp.where(caption_mask, ids, 0))
+    else:
+      caption, caption_mask = _features(batch, "text_embeddings", "text_mask", cfg.text_dim, size)
+    cond["caption"] = self.text_proj(caption)
+    cond["caption_mask"] = caption_mask
+    cond["caption_pool"] = self.caption_pool(blocks.masked_mean(cond["caption"], caption_mask))
+    if self.lyrics is not None:
+      key, mask_key = cfg.lyrics_key, cfg.lyrics_key.replace("_ids", "_mask")
+      if key in batch:
+        ids, lyric_mask = _features(batch, key, mask_key, 0, size, jnp.int32)
+        lyrics, lyric_mask = self.lyrics(ids, lyric_mask, num_frames)
+      else:  # absent: no encoder run, zero frames, all masked
+        lyrics = jnp.zeros((size, num_frames, cfg.text_dim), jnp.float32)
+        lyric_mask = jnp.zeros((size, num_frames), bool)
+      cond["lyrics"], cond["lyric_mask"] = self.text_proj(lyrics), lyric_mask
+    table = cfg.time_table - 1  # per-second tables, clipped (§2.3)
+    for name, key, embed in (("start", "start_s", self.start_embed),
+                             ("total", "duration_s", self.total_embed)):
+      seconds = jnp.broadcast_to(jnp.asarray(batch[key], jnp.float32), (size,))
+      cond[name] = embed(jnp.clip(jnp.floor(seconds), 0, table).astype(jnp.int32))
+    return cond
+
+  def drop_conditions(self, cond: Cond, key: jax.Array, *, p_video: float = 0.1,
+                      p_caption: float = 0.1, p_lyrics: float = 0.1) -> Cond:
+    """CFG dropout (spec §3), independent per sample and modality: video (CLIP and sync
+    together), caption, lyrics. A dropped modality is masked exactly like a missing one."""
+    for name, p in (("p_video", p_video), ("p_caption", p_caption), ("p_lyrics", p_lyrics)):
+      if isinstance(p, (int, float)) and not 0.0 <= p <= 1.0:  # rates may also be traced
+        raise ValueError(f"AudioGenOmni.drop_conditions: {name}={p} must lie in [0, 1]")
+    size = cond["audio_mask"].shape[0]
+    keys = jax.random.split(key, 3)
+    drops = [jax.random.bernoulli(k, p, (size,)) for k, p in zip(keys, (p_video, p_caption,
+                                                                        p_lyrics), strict=True)]
+    return _mask_rows(cond, *drops)
+
+  def null_conditions(self, cond: Cond) -> Cond:
+    """The unconditional branch (spec §4): video, sync, caption and lyrics masked; start and
+    duration kept."""
+    rows = jnp.ones((cond["audio_mask"].shape[0],), bool)
+    return _mask_rows(cond, rows, rows, rows)
+
+  def auxiliary_loss(self, batch: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """No side objective."""
+    del batch
+    return jnp.zeros((), jnp.float32), {}
+
+  # --- the network ------------------------------------------------------------------------------
+
+  def global_condition(self, t: jax.Array, cond: Cond) -> tuple[jax.Array, jax.Array]:
+    """`c_g` `[B, D]` and the per-frame `c_a = c_g + S` `[B, T_a, D]` (spec §2.3), float32."""
+    size = cond["audio_mask"].shape[0]
+    e_t = self.time_embed(jnp.broadcast_to(jnp.asarray(t, jnp.float32), (size,)))
+    has_video = jnp.any(cond["video_mask"], axis=1, keepdims=True)
+    has_caption = jnp.any(cond["caption_mask"], axis=1, keepdims=True)
+    p_v = jnp.where(has_video, cond["video_pool"], self.null_video[...])
+    p_t = jnp.where(has_caption, cond["caption_pool"], self.null_caption[...])
+    parts = [x.astype(jnp.float32) for x in (e_t, p_v, p_t, cond["start"], cond["total"])]
+    if self.cfg.global_fusion == "concat":
+      c_g = self.global_mlp(jnp.concatenate(parts, axis=-1))
+    else:  # MMAudio: e_t + MLP(pooled features)
+      c_g = parts[0] + self.global_mlp(sum(parts[1:]))
+    c_g = c_g.astype(jnp.float32)
+    if self.sync_proj is None:
+      return c_g, jnp.broadcast_to(c_g[:, None], (size, cond["audio_mask"].shape[1], c_g.shape[-1]))
+    sync = jnp.where(cond["sync_mask"][..., None], cond["sync"].astype(jnp.float32),
+                     self.null_sync[...])
+    return c_g, c_g[:, None] + sync
+
+  def streams(self, cond: Cond) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...],
+                                         tuple[jax.Array | None, ...], tuple[jax.Array | None, ...]]:
+    """Video and text tokens with the key masks, RoPE positions and RoPE masks of all three
+    streams (audio, video, text), PAAPI (§2.6): positions in audio frames, caption not rotated."""
+    cfg = self.cfg
+    num_frames, num_video = cond["audio_mask"].shape[1], cond["video"].shape[1]
+    num_caption = cond["caption"].shape[1]
+    text, text_mask = cond["caption"], cond["caption_mask"]
+    text_pos = text_rope = None
+    if self.lyrics is not None:
+      text = jnp.concatenate([text, cond["lyrics"]], axis=1)
+      text_mask = jnp.concatenate([text_mask, cond["lyric_mask"]], axis=1)
+      text_pos = jnp.concatenate([jnp.zeros((num_caption,), jnp.float32),
+                                  jnp.arange(num_frames, dtype=jnp.float32)])
+      text_rope = jnp.arange(num_caption + num_frames) >= num_caption  # lyric frame j at p = j
+    audio_pos = nn.time_positions(num_frames, cfg.audio_rate, cfg.audio_rate)
+    video_pos = nn.time_positions(num_video, cfg.video_rate, cfg.audio_rate)
+    return ((cond["video"], text), (cond["audio_mask"], cond["video_mask"], text_mask),
+            (audio_pos, video_pos, text_pos), (None, None, text_rope))
+
+  def __call__(self, x_t: jax.Array, t: jax.Array, cond: Cond) -> jax.Array:
+    """Velocity `[B, T_a, C_a]` for x_t `[B, T_a, C_a]` and t `[B]` (or a scalar)."""
+    cfg = self.cfg
+    if x_t.ndim != 3 or x_t.shape[-1] != cfg.audio_channels:
+      raise ValueError(f"AudioGenOmni: x_t has shape {x_t.shape}, expected [B, T_a, "
+                       f"{cfg.audio_channels}]")
+    if x_t.shape[:2] != cond["audio_mask"].shape:
+      raise ValueError(f"AudioGenOmni: x_t {x_t.shape} does not match the condition's audio_mask "
+                       f"{cond['audio_mask'].shape}")
+    dtype = jnp.float32 if cfg.dtype is None else jnp.dtype(cfg.dtype)
+    c_g, c_a = self.global_condition(t, cond)
+    c_g, c_a = c_g.astype(dtype), c_a.astype(dtype)
+    (video, text), masks, positions, rope_masks = self.streams(cond)
+    audio_mask = cond["audio_mask"]
+    audio = self.audio_proj(x_t.astype(dtype), audio_mask).astype(dtype)
+    carry = (audio, video.astype(dtype), text.astype(dtype))
+    carry = self.joint_blocks(carry, c_a, c_g, masks, positions, rope_masks)
+    audio = self.last_joint(carry, c_a, c_g, masks, positions, rope_masks)[0]
+    audio = self.single_blocks(audio, c_a, audio_mask, positions[0])
+    return self.final(audio, c_a, audio_mask)
+
+
+def _mask_rows(cond: Cond, video_rows: jax.Array, caption_rows: jax.Array,
+               lyric_rows: jax.Array) -> Cond:
+  """Masks video (and sync), caption and lyrics of the rows flagged `[B]` bool."""
+  out = dict(cond)
+  for name, rows in (("video_mask", video_rows), ("sync_mask", video_rows),
+                     ("caption_mask", caption_rows), ("lyric_mask", lyric_rows)):
+    if name in out:
+      out[name] = out[name] & ~rows[:, None]
+  return out

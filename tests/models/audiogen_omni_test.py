@@ -1,0 +1,485 @@
+"""AudioGen-Omni: spec §7 acceptance checks 1-7 and 10, CFG masking, names, golden parameter paths.
+
+Unless a test says otherwise the tiny model has its zero-initialised parameters perturbed to random
+values first (spec §7), so "no effect" checks cannot pass because a gate or a conv is 0.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from flowav import nn
+from flowav.flow import timesteps
+from flowav.models import audiogen_omni as ag
+from flowav.models import audiogen_omni_blocks as blocks
+from flowav.parallel.rules import PARAM_AXES
+from flowav.train import step as step_lib
+from flowav.train.state import count_params, param_paths
+from tests.models.audiogen_omni_testlib import (
+  CAPTION_TOKENS,
+  NUM_FRAMES,
+  SYNC_FRAMES,
+  VIDEO_FRAMES,
+  jit_method,
+  make_batch,
+  tiny_config,
+  tiny_model,
+  velocity,
+  velocity_from_cond,
+)
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "audiogen_omni.txt"
+T3 = np.array([0.1, 0.5, 0.9], np.float32)
+
+
+def _conditions(model, batch):
+  return model.conditions(batch)
+
+
+def _fns(model):
+  """Jitted (conditions, velocity_from_cond, velocity) of one model structure."""
+  return (jit_method(model, _conditions), jit_method(model, velocity_from_cond),
+          jit_method(model, velocity))
+
+
+def _global(model, t, cond):
+  return model.global_condition(t, cond)
+
+
+def _differs(a, b, atol=1e-4):
+  return not np.allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=atol)
+
+
+# --- §7.1 shapes -------------------------------------------------------------------------------
+
+
+def _block_shapes(model, streams, c_a, c_g, cond):
+  _, masks, positions, rope_masks = model.streams(cond)
+  pre_only = model.last_joint  # a full block: the first layer of the joint stack
+  block = nnx.merge(*_first_layer(model.joint_blocks))
+  args = (c_a, c_g, masks, positions, rope_masks)
+  single = nnx.merge(*_first_layer(model.single_blocks))
+  return (block(streams, *args), pre_only(streams, *args),
+          single(streams[0], c_a, cond["audio_mask"], positions[0]))
+
+
+def _first_layer(stack):
+  graphdef, state = nnx.split(stack.layers)
+  return graphdef, jax.tree.map(lambda x: x[0], state)
+
+
+def test_shapes_blocks_and_zero_output_at_init():  # §7.1
+  model = tiny_model()
+  batch = make_batch(model.cfg)
+  cond = _fns(model)[0](batch)
+  d, lx = 64, CAPTION_TOKENS + NUM_FRAMES
+  rng = np.random.default_rng(0)
+  streams = tuple(jnp.asarray(rng.standard_normal((3, n, d)), jnp.float32)
+                  for n in (NUM_FRAMES, VIDEO_FRAMES, lx))
+  c_g, c_a = jit_method(model, _global)(T3, cond)
+  joint, pre_only, single = jit_method(model, _block_shapes)(streams, c_a, c_g, cond)
+  assert [x.shape for x in joint] == [(3, NUM_FRAMES, d), (3, VIDEO_FRAMES, d), (3, lx, d)]
+  assert [x.shape for x in pre_only] == [x.shape for x in joint]
+  for kept, given in zip(pre_only[1:], streams[1:], strict=True):  # video/text pass through
+    np.testing.assert_array_equal(kept, given)
+  assert all(_differs(a, b) for a, b in zip(joint, streams, strict=True))
+  assert single.shape == (3, NUM_FRAMES, d)
+  assert model.last_joint.video.ffn is None and model.last_joint.text.ffn is None
+  assert model.last_joint.attn.streams[2].out is None  # pre-only: no text output Linear
+  fresh = tiny_model(perturb=False)
+  out = jit_method(fresh, velocity)(batch, batch["audio_latents"], T3)
+  assert out.shape == (3, NUM_FRAMES, 8)
+  np.testing.assert_array_equal(out, 0.0)  # zero-init AdaLN outputs and final conv
+
+
+# --- §7.2 missing streams and padding -------------------------------------------------------
+
+
+def test_missing_and_padded_inputs_have_no_effect_and_masks_control_it():  # §7.2
+  model = tiny_model()
+  batch = make_batch(model.cfg)
+  forward = jit_method(model, velocity)
+  x = batch["audio_latents"]
+  out = np.asarray(forward(batch, x, T3))
+  rng = np.random.default_rng(7)
+  noisy = {k: v.copy() for k, v in batch.items()}
+  # Row 2 has no video / sync: random features there.
+  noisy["video_features"][2] = rng.standard_normal(noisy["video_features"][2].shape)
+  noisy["sync_features"][2] = rng.standard_normal(noisy["sync_features"][2].shape)
+  # Row 1 has no caption / lyrics: random tokens there.
+  noisy["text_embeddings"][1] = rng.standard_normal(noisy["text_embeddings"][1].shape)
+  noisy["lyric_ids"][1] = rng.integers(1, 65, noisy["lyric_ids"][1].shape)
+  # Row 2's padded caption tokens, lyric tokens and audio frames.
+  noisy["text_embeddings"][2, -3:] = 9.0
+  noisy["lyric_ids"][2, -4:] = 5
+  x_noisy = x.copy()
+  x_noisy[2, -6:] = rng.standard_normal((6, 8)) * 5
+  changed = np.asarray(forward(noisy, x_noisy, T3))
+  np.testing.assert_allclose(changed[:2], out[:2], atol=1e-6)
+  np.testing.assert_allclose(changed[2, :-6], out[2, :-6], atol=1e-6)  # valid frames only
+  # Controls: the same values with the mask turned on change the output.
+  controls = {"video_mask": (2, "video"), "sync_mask": (2, "sync"), "text_mask": (1, "caption"),
+              "lyric_mask": (1, "lyrics"), "audio_mask": (2, "audio")}
+  for mask_key, (row, what) in controls.items():
+    on = {**noisy, mask_key: noisy[mask_key].copy()}
+    on[mask_key][row] = True
+    assert _differs(forward(on, x_noisy, T3)[row, :-6], changed[row, :-6]), what
+
+
+def test_absent_keys_equal_all_false_masks():  # DESIGN: missing modality = masks false
+  model = tiny_model()
+  batch = make_batch(model.cfg)
+  optional = ("video_features", "video_mask", "sync_features", "sync_mask", "text_embeddings",
+              "text_ids", "text_mask", "lyric_ids", "lyric_mask")
+  masked = dict(batch)
+  for key in ("video_mask", "sync_mask", "text_mask", "lyric_mask"):
+    masked[key] = np.zeros_like(batch[key])
+  absent = {k: v for k, v in batch.items() if k not in optional}
+  forward = jit_method(model, velocity)
+  np.testing.assert_allclose(forward(absent, batch["audio_latents"], T3),
+                             forward(masked, batch["audio_latents"], T3), atol=1e-6)
+
+
+# --- §7.3 RoPE only on temporal streams -------------------------------------------------------
+
+
+def test_rope_only_on_temporal_streams():  # §7.3
+  model = tiny_model()
+  batch = make_batch(model.cfg)
+  cond = _fns(model)[0](batch)
+  _, _, positions, rope_masks = model.streams(cond)
+  assert rope_masks[0] is None and rope_masks[1] is None  # audio, video: every token rotated
+  np.testing.assert_array_equal(rope_masks[2], np.arange(CAPTION_TOKENS + NUM_FRAMES)
+                                >= CAPTION_TOKENS)  # false exactly on the caption tokens
+  np.testing.assert_array_equal(positions[2][CAPTION_TOKENS:], np.arange(NUM_FRAMES))
+  forward = jit_method(model, velocity)
+  x = batch["audio_latents"]
+  out = forward(batch, x, T3)
+  perm = np.array([5, 2, 7, 0, 3, 6, 1, 4])
+  shuffled = {**batch, "text_embeddings": batch["text_embeddings"][:, perm],
+              "text_mask": batch["text_mask"][:, perm]}
+  np.testing.assert_allclose(forward(shuffled, x, T3), out, rtol=1e-5, atol=1e-5)
+  video_perm = np.array([3, 1, 6, 0, 7, 2, 5, 4])
+  moved = {**batch, "video_features": batch["video_features"][:, video_perm]}
+  assert _differs(forward(moved, x, T3)[0], out[0])
+
+
+# --- §7.4 phase alignment -----------------------------------------------------------------------
+
+
+def _score(q_vec, k_vec, q_pos, k_pos, rope):
+  q = nn.apply_rope(q_vec[None, None, None], jnp.asarray([q_pos], jnp.float32), rope)
+  k = nn.apply_rope(k_vec[None, None, None], jnp.asarray([k_pos], jnp.float32), rope)
+  return float(jnp.sum(q * k))
+
+
+def test_phase_alignment_in_seconds():  # §7.4
+  audio = nn.time_positions(250, 31.25, 31.25)
+  sync_like = nn.time_positions(192, 24.0, 31.25)
+  assert float(sync_like[96]) == float(audio[125]) == 125.0  # both at t = 4 s
+  rope = nn.RopeConfig(16, 10000.0, "interleaved")
+  vec = jnp.asarray(np.random.default_rng(0).standard_normal(16), jnp.float32)
+  np.testing.assert_array_equal(
+    nn.apply_rope(vec[None, None, None], sync_like[96:97], rope),
+    nn.apply_rope(vec[None, None, None], audio[125:126], rope))
+  paper = ag.AudioGenOmniConfig(**ag.VARIANTS["paper"])
+  video = nn.time_positions(80, paper.video_rate, paper.audio_rate)
+  np.testing.assert_allclose(video[:4], np.arange(4) * 5.3833, atol=1e-4)
+  # The model's own positions: audio frame j at j, video frame i at i * r_a / r_v.
+  model = tiny_model()
+  cond = {"audio_mask": jnp.ones((1, 250), bool), "video": jnp.zeros((1, 64, 64)),
+          "video_mask": jnp.ones((1, 64), bool), "caption": jnp.zeros((1, 4, 64)),
+          "caption_mask": jnp.ones((1, 4), bool), "lyrics": jnp.zeros((1, 250, 64)),
+          "lyric_mask": jnp.ones((1, 250), bool)}
+  _, _, (pos_a, pos_v, pos_x), _ = model.streams(cond)
+  np.testing.assert_allclose(pos_v, np.arange(64) * 3.90625)
+  np.testing.assert_array_equal(pos_x[4:], pos_a)  # lyric frame j sits with audio frame j
+  # A (video, audio) score depends only on the time difference: +4 s = +125 audio, +32 video.
+  rope = model.last_joint.rope
+  q_vec, k_vec = (jnp.asarray(np.random.default_rng(s).standard_normal(16), jnp.float32)
+                  for s in (1, 2))
+  base = _score(q_vec, k_vec, pos_a[10], pos_v[5], rope)
+  np.testing.assert_allclose(_score(q_vec, k_vec, pos_a[135], pos_v[37], rope), base, rtol=1e-4)
+  assert abs(_score(q_vec, k_vec, pos_a[135], pos_v[5], rope) - base) > 1e-3
+
+
+# --- §7.5 sync resampling -----------------------------------------------------------------------
+
+
+def test_sync_resampling_and_null():  # §7.5
+  src = ag.sync_indices(192, 250, 24.0, 31.25)
+  assert src[125] == 96
+  np.testing.assert_array_equal(src, np.floor((np.arange(250) + 0.5) * 24 / 31.25))
+  assert ag.sync_indices(24, 40, 24.0, 31.25)[-1] == 23  # clipped to the last token
+  model = tiny_model()
+  batch = make_batch(model.cfg)
+  conditions, _, _ = _fns(model)
+  cond = conditions(batch)
+  rows = np.arange(SYNC_FRAMES) % 8
+  sync = batch["sync_features"] + np.asarray(model.sync_pos[...])[rows]
+  full = jax.jit(lambda s, m: model.sync_proj(s, m))(sync, batch["sync_mask"])
+  idx = ag.sync_indices(SYNC_FRAMES, NUM_FRAMES, 24.0, 31.25)
+  np.testing.assert_allclose(cond["sync"], np.asarray(full)[:, idx], atol=1e-5)
+  c_g, c_a = jit_method(model, _global)(T3, cond)
+  np.testing.assert_allclose(c_a[2] - c_g[2], np.broadcast_to(model.null_sync[...], (32, 64)),
+                             atol=1e-5)  # row 2 has no video: every frame gets n_s
+  np.testing.assert_allclose(c_a[0] - c_g[0], cond["sync"][0], atol=1e-5)
+
+
+# --- §7.6 AdaLN depends on duration and start ---------------------------------------------------
+
+
+def _modulations(module, c):
+  """Every AdaLN modulation output of `module` for conditioning c (stacked layers included)."""
+  outs = []
+  for _, sub in nnx.iter_graph(module):
+    if isinstance(sub, nn.AdaLNModulation):
+      kernel, bias = sub.proj.kernel[...], sub.proj.bias[...]
+      h = jax.nn.silu(c.astype(jnp.float32))
+      if kernel.ndim == 2:
+        outs.append(h @ kernel + bias)
+      else:  # [layers, D, k*D]
+        outs.extend(h @ kernel[i] + bias[i] for i in range(kernel.shape[0]))
+  return outs
+
+
+def _adaln_view(model, x, t, cond):
+  c_g, c_a = model.global_condition(t, cond)
+  return c_g, c_a, _modulations(model, c_g), _modulations(model, c_a), model(x, t, cond)
+
+
+def test_adaln_depends_on_duration_and_start_and_tables_clip():  # §7.6
+  model = tiny_model()
+  batch = make_batch(model.cfg)
+  conditions, _, _ = _fns(model)
+  view = jit_method(model, _adaln_view)
+  x = batch["audio_latents"]
+  base = view(x, T3, conditions(batch))
+  for key in ("duration_s", "start_s"):
+    other = view(x, T3, conditions({**batch, key: batch[key] + 2.0}))
+    assert np.all(np.abs(other[0] - base[0]).max(-1) > 1e-5), key  # c_g, every row
+    assert np.all(np.abs(other[1] - base[1]).max(-1) > 1e-5), key  # c_a, every frame
+    for mods_new, mods_old in ((other[2], base[2]), (other[3], base[3])):
+      assert len(mods_new) == 3 * 1 + 3 + 1 * 2 + 1  # joint stack (1 layer), last, singles, final
+      for new, old in zip(mods_new, mods_old, strict=True):
+        for chunk_new, chunk_old in zip(np.split(new, new.shape[-1] // 64, -1),
+                                        np.split(old, old.shape[-1] // 64, -1), strict=True):
+          assert _differs(chunk_new, chunk_old, 1e-6), key  # shift, scale and gate
+    assert _differs(other[4], base[4]), key
+  table = model.cfg.time_table - 1  # 15 for tiny; 511 for the paper table
+  assert ag.VARIANTS["paper"].get("time_table", 512) == 512
+  clipped = conditions({**batch, "duration_s": np.array([table, table + 0.9, 600.0], np.float32),
+                        "start_s": np.array([-3.0, 0.0, 0.5], np.float32)})
+  np.testing.assert_array_equal(clipped["total"], np.repeat(
+    np.asarray(model.total_embed.embedding[...])[table][None], 3, 0))
+  np.testing.assert_array_equal(clipped["start"], np.repeat(
+    np.asarray(model.start_embed.embedding[...])[0][None], 3, 0))
+
+
+# --- §7.7 lyrics encoder ------------------------------------------------------------------------
+
+
+def test_lyrics_encoder_padding_invariance():  # §7.7
+  model = tiny_model()
+  encoder = model.lyrics
+  ids = np.array([[5, 9, 2, 0, 0, 0], [7, 0, 3, 11, 0, 4]], np.int32)
+  mask = np.array([[1, 1, 1, 0, 0, 0], [1, 0, 1, 1, 0, 1]], bool)
+  run = {n: jax.jit(lambda i, m, n=n: encoder(i, m, n)) for n in (32, 48)}
+  out, valid = run[32](ids, mask)
+  assert out.shape == (2, 32, 32)
+  np.testing.assert_array_equal(valid.sum(1), [3, 4])
+  np.testing.assert_array_equal(np.asarray(out)[~np.asarray(valid)], 0.0)
+  assert np.all(np.abs(np.asarray(out)[np.asarray(valid)]).max(-1) > 0)
+  packed = np.array([[5, 9, 2, 0, 0, 0], [7, 3, 11, 4, 0, 0]], np.int32)  # frame i = token i
+  np.testing.assert_allclose(run[32](packed, packed > 0)[0], out, atol=1e-6)
+  noisy = np.where(mask, ids, 33)  # pad positions hold other ids
+  np.testing.assert_allclose(run[32](noisy, mask)[0], out, atol=1e-6)
+  longer, _ = run[48](ids, mask)  # a longer frame budget only adds padding
+  np.testing.assert_allclose(longer[:, :32], out, atol=1e-5)
+  np.testing.assert_array_equal(longer[:, 32:], 0.0)
+
+
+# --- CFG masking --------------------------------------------------------------------------------
+
+
+def test_null_and_drop_conditions():  # spec §3, §4
+  model = tiny_model()
+  conditions, from_cond, _ = _fns(model)
+  batch = make_batch(model.cfg)
+  small = conditions(batch)
+  cond = jax.tree.map(lambda x: jnp.concatenate([x] * 16), small)  # 48 rows
+  null = model.null_conditions(cond)
+  for key in ("video_mask", "sync_mask", "caption_mask", "lyric_mask"):
+    assert not np.any(null[key]), key
+  for key in ("audio_mask", "start", "total", "video", "caption"):
+    np.testing.assert_array_equal(null[key], cond[key])
+  drop = jax.jit(lambda c, k, p: model.drop_conditions(c, k, p_video=p[0], p_caption=p[1],
+                                                       p_lyrics=p[2]))
+  key = jax.random.key(0)
+  same = lambda a, b: all(np.array_equal(a[k], b[k]) for k in a)
+  assert same(drop(cond, key, jnp.zeros(3)), cond)
+  assert same(drop(cond, key, jnp.ones(3)), null)
+  half = drop(cond, key, jnp.full(3, 0.5))
+  had = {"video_mask": np.any(cond["video_mask"], 1), "caption_mask": np.any(cond["caption_mask"], 1),
+         "lyric_mask": np.any(cond["lyric_mask"], 1)}
+  dropped = {k: had[k] & ~np.any(half[k], 1) for k in had}
+  for k in had:
+    assert 4 < dropped[k].sum() < had[k].sum() - 4, k  # drawn per sample
+    kept = had[k] & ~dropped[k]
+    np.testing.assert_array_equal(half[k][kept], cond[k][kept])
+  np.testing.assert_array_equal(np.any(half["sync_mask"], 1), np.any(half["video_mask"], 1))
+  assert not np.array_equal(dropped["video_mask"], dropped["caption_mask"])  # independent
+  with pytest.raises(ValueError, match="p_caption"):
+    model.drop_conditions(cond, key, p_caption=2.0)
+  # The null branch ignores every condition value but keeps the duration.
+  x = batch["audio_latents"]
+  other = conditions(make_batch(model.cfg, seed=5))
+  n1, n2 = model.null_conditions(small), model.null_conditions(other)
+  n2 = {**n2, "start": n1["start"], "total": n1["total"]}
+  np.testing.assert_allclose(from_cond(x, T3, n1), from_cond(x, T3, n2), atol=1e-6)
+
+
+def test_errors_name_keys():
+  model = tiny_model()
+  batch = make_batch(model.cfg)
+  with pytest.raises(KeyError, match="duration_s"):
+    model.conditions({k: v for k, v in batch.items() if k != "duration_s"})
+  with pytest.raises(KeyError, match="video_mask"):
+    model.conditions({k: v for k, v in batch.items() if k != "video_mask"})
+  with pytest.raises(ValueError, match="video_features"):
+    model.conditions({**batch, "video_features": batch["video_features"][..., :5]})
+  with pytest.raises(ValueError, match="sync_source"):
+    tiny_config(sync_source="clip")
+  with pytest.raises(ValueError, match="head_dim"):
+    tiny_config(num_heads=3)
+
+
+# --- options: the demo's sources, no sync / lyrics, sum fusion, bfloat16 -------------------------
+
+
+def test_demo_sources_and_options_run_and_ignore_absent_inputs():
+  model = tiny_model(sync_source="video_features", caption_source="text_ids",
+                     lyrics_key="transcript_ids", lyric_vocab=40)
+  batch = make_batch(model.cfg)
+  batch["transcript_ids"] = np.minimum(batch.pop("lyric_ids"), 40)
+  batch["transcript_mask"] = batch.pop("lyric_mask")
+  assert model.sync_pos is None and model.caption_embed is not None
+  forward = jit_method(model, velocity)
+  out = forward(batch, batch["audio_latents"], T3)
+  noisy = {**batch, "text_ids": batch["text_ids"].copy(), "video_features":
+           batch["video_features"].copy(), "transcript_ids": batch["transcript_ids"].copy()}
+  noisy["text_ids"][1] = 77
+  noisy["video_features"][2] = 3.0
+  noisy["transcript_ids"][1] = 9
+  np.testing.assert_allclose(forward(noisy, batch["audio_latents"], T3), out, atol=1e-6)
+  on = {**noisy, "video_mask": np.ones_like(batch["video_mask"])}  # video also drives sync
+  assert _differs(forward(on, batch["audio_latents"], T3)[2, :-6], out[2, :-6])
+  bare = tiny_model(sync_source="none", lyrics_key="none", global_fusion="sum")
+  assert bare.sync_proj is None and bare.lyrics is None
+  batch = make_batch(bare.cfg)
+  out = jit_method(bare, velocity)(batch, batch["audio_latents"], T3)
+  assert out.shape == (3, NUM_FRAMES, 8) and np.all(np.isfinite(out))
+
+
+def test_bfloat16_compute_stays_close():
+  batch = make_batch(tiny_config())
+  f32 = jit_method(tiny_model(), velocity)(batch, batch["audio_latents"], T3)
+  bf16 = jit_method(tiny_model(dtype="bfloat16"), velocity)(batch, batch["audio_latents"], T3)
+  assert bf16.dtype == jnp.bfloat16
+  err = np.abs(np.asarray(bf16, np.float32) - f32).max() / np.abs(f32).max()
+  assert err < 0.05, err
+
+
+# --- §7.10 parameter counts, names, golden paths, training --------------------------------------
+
+
+def _abstract(variant, **overrides):
+  cfg = ag.AudioGenOmniConfig(**{**ag.VARIANTS[variant], **overrides})
+  return nnx.eval_shape(lambda: ag.AudioGenOmni(cfg, rngs=nnx.Rngs(0)))
+
+
+def _count(module):
+  return count_params(nnx.state(module, nnx.Param))
+
+
+def test_parameter_counts():  # §2 arithmetic, §6, §7.10 (eval_shape: nothing allocated)
+  paper = _abstract("paper")
+  assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(paper)))
+  total = _count(paper)
+  assert 1.45e9 <= total <= 1.60e9 and abs(total - 1.496e9) < 0.02 * 1.496e9, total
+  assert total == 1_496_219_176
+  assert paper.cfg.ffn_hidden == 2816
+  assert abs(_count(paper.joint_blocks) / 7 - 96.2e6) < 0.1e6  # each full joint block
+  assert abs(_count(paper.single_blocks) / 16 - 38.5e6) < 0.1e6
+  inputs = sum(_count(m) for m in (paper.audio_proj, paper.video_proj, paper.sync_proj,
+                                   paper.text_proj)) + 8 * 768
+  assert abs(inputs - 129e6) < 0.5e6
+  assert abs(_count(paper.lyrics) - 14.6e6) < 0.1e6
+  assert 1.3e6 < _count(tiny_model()) < 1.5e6  # spec §6: tiny ~1.4 M
+  assert abs(_count(_abstract("mmaudio_s")) - 157e6) < 1e6  # MMAudio-S-16k: 157 M
+
+
+@pytest.mark.parametrize("variant", ["tiny", "demo"])
+def test_every_parameter_has_one_logical_name_per_dim(variant):
+  model = _abstract(variant)
+  for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    names = var.get_metadata().get("out_sharding")
+    where = "/".join(map(str, path))
+    assert names is not None and len(names) == len(var.shape), where
+    assert all(n is None or n in PARAM_AXES for n in names), (where, names)
+    assert len([n for n in names if n]) == len({n for n in names if n}), (where, names)
+
+
+def test_golden_parameter_paths():
+  paths = param_paths(nnx.state(tiny_model(perturb=False), nnx.Param))
+  if os.environ.get("FLOWAV_UPDATE_GOLDEN"):
+    GOLDEN.write_text("\n".join(paths) + "\n")
+  golden = GOLDEN.read_text().split()
+  added, removed = sorted(set(paths) - set(golden)), sorted(set(golden) - set(paths))
+  assert not added and not removed, (
+    f"AudioGen-Omni parameter paths (checkpoint format) changed: added {added}, removed "
+    f"{removed}. If intended, regenerate {GOLDEN} with FLOWAV_UPDATE_GOLDEN=1.")
+  assert paths == golden
+
+
+@pytest.mark.slow  # ~25 s on the 2-core machine, almost all of it compiling the backward pass
+def test_tiny_training_lowers_the_loss():  # §7.10, through the trainer's loss and CFG dropout
+  model = tiny_model(perturb=False)
+  batch = {k: jnp.asarray(v) for k, v in make_batch(model.cfg).items()}
+  cfg = step_lib.StepConfig(t_sampler=timesteps.make_t_sampler("logit_normal", mean=0.0, std=1.0),
+                            dropout=(("p_caption", 0.1), ("p_lyrics", 0.1), ("p_video", 0.1)))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = optax.adam(1e-3)
+
+  @jax.jit
+  def train_step(params, opt, key):
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params, rest)
+      return step_lib.flow_matching_loss(model, batch, key, cfg)[0]
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), opt, loss
+
+  opt = tx.init(params)
+  probe = jax.random.key(9)  # the same noise, t and drops before and after
+  before = float(train_step(params, opt, probe)[2])
+  for key in jax.random.split(jax.random.key(1), 30):
+    params, opt, _ = train_step(params, opt, key)
+  after = float(train_step(params, opt, probe)[2])
+  assert np.isfinite(before) and np.isfinite(after)
+  assert after < 0.8 * before, (before, after)
+
+
+def test_masked_mean_and_ffn_hidden():
+  x = jnp.asarray([[[1.0], [3.0], [100.0]], [[2.0], [0.0], [0.0]]])
+  mask = jnp.asarray([[True, True, False], [False, False, False]])
+  np.testing.assert_allclose(blocks.masked_mean(x, mask), [[2.0], [0.0]])
+  assert blocks.ffn_hidden(1024, 256) == 2816 and blocks.ffn_hidden(448, 256) == 1280
