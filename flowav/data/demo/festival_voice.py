@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import tempfile
 import unicodedata
 
@@ -25,7 +24,7 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-from flowav.data.demo import AUDIO_SAMPLE_RATE
+from flowav.data.demo import AUDIO_SAMPLE_RATE, programs
 from flowav.data.demo.speech import PHONE_IDS
 
 VOICE = "voice_cmu_us_slt_arctic_hts"
@@ -78,16 +77,13 @@ def synthesize(text: str, sample_rate: int = AUDIO_SAMPLE_RATE
               f"(utt.save.wave utt {scheme_string(wav_path)} 'riff)\n"
               f"(utt.save.segs utt {scheme_string(segs_path)})\n")
     try:
-      proc = subprocess.run([FESTIVAL, "-b", script], cwd=tmp, capture_output=True, text=True,
-                            timeout=120, check=False)
-    except FileNotFoundError as e:
-      raise RuntimeError(f"the `festival` program is not installed (Debian/Ubuntu: {_INSTALL_HINT}); "
-                         "the festival HTS voice of flowav-demo needs it") from e
-    messages = (proc.stderr + proc.stdout).strip()
-    if VOICE in messages and "unbound variable" in messages:
-      raise RuntimeError(f"festival has no voice {VOICE} (Debian/Ubuntu: {_INSTALL_HINT}): {messages}")
-    if proc.returncode != 0 or not (os.path.exists(wav_path) and os.path.exists(segs_path)):
-      raise RuntimeError(f"{source} failed (exit {proc.returncode}): {messages}")
+      programs.run([FESTIVAL, "-b", script], cwd=tmp, install=_INSTALL_HINT, what=source,
+                   needed_by="the festival HTS voice of flowav-demo", outputs=[wav_path, segs_path])
+    except RuntimeError as e:
+      if VOICE in str(e) and "unbound variable" in str(e):
+        raise RuntimeError(f"festival has no voice {VOICE} (Debian/Ubuntu: {_INSTALL_HINT}): "
+                           f"{e}") from e
+      raise
     with open(segs_path, encoding="utf-8", errors="replace") as f:
       phones, ends = parse_segs(f.read(), source)
     wav, festival_sr = soundfile.read(wav_path, dtype="float32")

@@ -29,14 +29,13 @@ import os
 import pathlib
 import re
 import struct
-import subprocess
 import tempfile
 from typing import Any
 
 import numpy as np
 import soundfile
 
-from flowav.data.demo import AUDIO_SAMPLE_RATE
+from flowav.data.demo import AUDIO_SAMPLE_RATE, programs
 
 LICENCE = ("Scores: the music21 corpus (music21 10.5 wheel, BSD-3 code; the corpus is distributed "
            "with the encoders' permission, see music21/corpus/license.txt, which warns that some "
@@ -380,14 +379,8 @@ def render_midi(midi: bytes, soundfont: str, sample_rate: int, num_samples: int)
     args = ["fluidsynth", "-n", "-i", "-q", "-g", "0.5", "-r", str(sample_rate), "-O", "float", "-T",
             "wav", "-o", "synth.dynamic-sample-loading=1", "-o", "synth.default-soundfont=", "-f", cmd,
             "-F", out, mid]
-    try:
-      proc = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
-    except FileNotFoundError as e:
-      raise RuntimeError("the `fluidsynth` program is not installed (Debian/Ubuntu: apt-get install "
-                         "fluidsynth); the music subset of flowav-demo needs it") from e
-    if proc.returncode != 0 or not os.path.exists(out):
-      raise RuntimeError(f"fluidsynth failed (exit {proc.returncode}) with {soundfont}: "
-                         f"{proc.stderr.strip()}")
+    programs.run(args, install="apt-get install fluidsynth", outputs=[out], timeout=300,
+                 needed_by="the music subset of flowav-demo", what=f"fluidsynth with {soundfont}")
     wav, rate = soundfile.read(out, dtype="float64", always_2d=True)
   if rate != sample_rate:
     raise RuntimeError(f"fluidsynth wrote {rate} Hz, asked for {sample_rate}")

@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import os
 import re
-import subprocess
 import tempfile
 from typing import Any
 
@@ -46,7 +45,7 @@ import numpy as np
 import soundfile
 
 from flowav.audio.io import resample
-from flowav.data.demo import AUDIO_SAMPLE_RATE, speech
+from flowav.data.demo import AUDIO_SAMPLE_RATE, programs, speech
 from flowav.data.demo.chorales import MIN_SYLLABLES, Note, Phrase, ascii_letters, available, phrases
 from flowav.data.demo.face import FaceStyle, draw_face
 
@@ -170,14 +169,9 @@ def _flite(text: str, voice: str, f0_hz: float, stretch: float
     cmd = ["flite", "-voice", voice, "--setf", f"int_f0_target_mean={f0_hz:.3f}",
            "--setf", "int_f0_target_stddev=0", "--setf", f"duration_stretch={stretch:.4f}",
            "-t", text, "-o", out, "-psdur"]
-    try:
-      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    except FileNotFoundError as e:
-      raise RuntimeError("the `flite` program is not installed (Debian/Ubuntu: apt-get install "
-                         "flite); the song subset of flowav-demo needs it") from e
-    if proc.returncode != 0 or not os.path.exists(out):
-      raise RuntimeError(f"flite -voice {voice} failed on {text!r} (exit {proc.returncode}): "
-                         f"{proc.stderr.strip()}")
+    proc = programs.run(cmd, install="apt-get install flite", outputs=[out],
+                        needed_by="the song subset of flowav-demo",
+                        what=f"flite -voice {voice} on {text!r}")
     wav, rate = soundfile.read(out, dtype="float32")
   phones, ends = speech.parse_phone_durations(proc.stdout, f"flite -voice {voice} -t {text!r}")
   return (wav.mean(axis=1) if wav.ndim > 1 else wav), int(rate), phones, ends

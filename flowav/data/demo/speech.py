@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import tempfile
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-from flowav.data.demo import AUDIO_SAMPLE_RATE
+from flowav.data.demo import AUDIO_SAMPLE_RATE, programs
 from flowav.data.demo.face import FaceStyle, draw_face
 
 if TYPE_CHECKING:
@@ -173,15 +172,10 @@ def synthesize(text: str, voice: str, sample_rate: int = AUDIO_SAMPLE_RATE
     return festival_voice.synthesize(text, sample_rate)
   with tempfile.TemporaryDirectory(prefix="flowav-flite-") as tmp:
     out = os.path.join(tmp, "speech.wav")
-    try:
-      proc = subprocess.run(["flite", "-voice", voice, "-t", text, "-o", out, "-psdur"],
-                            capture_output=True, text=True, timeout=120, check=False)
-    except FileNotFoundError as e:
-      raise RuntimeError("the `flite` program is not installed (Debian/Ubuntu: apt-get install "
-                         "flite); the speech subset of flowav-demo needs it") from e
-    if proc.returncode != 0 or not os.path.exists(out):
-      raise RuntimeError(f"flite -voice {voice} failed on {text!r} (exit {proc.returncode}): "
-                         f"{proc.stderr.strip()}")
+    proc = programs.run(["flite", "-voice", voice, "-t", text, "-o", out, "-psdur"],
+                        install="apt-get install flite", outputs=[out],
+                        needed_by="the speech subset of flowav-demo",
+                        what=f"flite -voice {voice} on {text!r}")
     wav, flite_sr = soundfile.read(out, dtype="float32")
   phones, ends = parse_phone_durations(proc.stdout, f"flite -voice {voice} -t {text!r}")
   if wav.ndim != 1:
