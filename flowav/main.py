@@ -32,7 +32,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, log
 _OUT = flags.DEFINE_string("out", None, "Output directory (build_demo_data, preprocess, sample).")
 _INPUT = flags.DEFINE_string("input", None, "preprocess: folder of media files to turn into a dataset.")
 _VIDEO = flags.DEFINE_string("video", None, "sample: a video file to generate audio for.")
-_TRANSCRIPT = flags.DEFINE_string("transcript", None, "sample: text to speak (visual TTS).")
+_TRANSCRIPT = flags.DEFINE_string("transcript", None, "sample: text to speak (visual TTS / TTS).")
+_CAPTION = flags.DEFINE_string("caption", None, "sample: a caption (models that take captions).")
+_LYRICS = flags.DEFINE_string("lyrics", None, "sample: lyrics to sing (models that sing).")
+_DURATION = flags.DEFINE_float("duration", None,
+                               "sample: seconds of audio (default: the --video's length).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", None, "sample/eval: held-out clips per task.")
 _DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tiny", "full"],
                                "build_demo_data: dataset size preset.")
@@ -104,10 +108,15 @@ def train(config, workdir: str) -> dict:
 def sample(workdir: str, out: str | None) -> list[dict]:
   from flowav import sampling  # pylint: disable=g-import-not-at-top
   out = out or str(pathlib.Path(workdir) / "samples")
-  if _VIDEO.value:
-    return [sampling.sample_video(workdir, _VIDEO.value, out, transcript=_TRANSCRIPT.value)]
-  if _TRANSCRIPT.value:
-    raise app.UsageError("--transcript needs --video (visual TTS takes the face video)")
+  given = {f.name: f.value for f in (_VIDEO, _TRANSCRIPT, _CAPTION, _LYRICS, _DURATION)
+           if f.value is not None}
+  if given:  # any subset of conditions; the model ignores streams it does not take
+    try:
+      return [sampling.sample_conditions(
+        workdir, out, video=_VIDEO.value, transcript=_TRANSCRIPT.value, caption=_CAPTION.value,
+        lyrics=_LYRICS.value, duration=_DURATION.value)]
+    except ValueError as e:
+      raise app.UsageError(f"sample {sorted(given)}: {e}") from e
   return sampling.sample_heldout(workdir, out, num_clips=_NUM_CLIPS.value)
 
 

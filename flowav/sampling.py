@@ -71,15 +71,35 @@ def sample_heldout(workdir: str | os.PathLike, out: str | os.PathLike, *,
 def sample_video(workdir: str | os.PathLike, video: str, out: str | os.PathLike, *,
                  transcript: str | None = None) -> dict[str, Any]:
   """Generates audio (sound, or speech of `transcript`) for a user's video file."""
+  return sample_conditions(workdir, out, video=video, transcript=transcript)
+
+
+def sample_conditions(workdir: str | os.PathLike, out: str | os.PathLike, *,
+                      video: str | None = None, transcript: str | None = None,
+                      caption: str | None = None, lyrics: str | None = None,
+                      duration: float | None = None, name: str | None = None) -> dict[str, Any]:
+  """Generates audio from any subset of conditions (`inputs.condition_clip`); writes
+  `{name}.wav` (+ `.mp4` muxed with the video, when there is one, and a spectrogram `.png`)."""
   run = generate.load_run(workdir)
+  given = {k for k, v in (("video", video), ("transcript", transcript), ("caption", caption),
+                          ("lyrics", lyrics)) if v}
+  unused = sorted(given - set(getattr(run.model, "USER_CONDITIONS", ())))
+  if unused:
+    raise ValueError(f"{run.config.model.name} does not take {unused}; it takes "
+                     f"{list(getattr(run.model, 'USER_CONDITIONS', ()))}")
+  if (transcript or lyrics) and not video and hasattr(run.model, "predict_durations"):
+    raise ValueError(f"{run.config.model.name} times a transcript from the face video: give "
+                     "--video with --transcript")
   info, lengths = _lengths(run)
-  clip = inputs.video_clip(video, info, lengths, float(run.config.data.clip_seconds), transcript)
+  clip = inputs.condition_clip(info, lengths, float(run.config.data.clip_seconds), video=video,
+                               transcript=transcript, caption=caption, lyrics=lyrics,
+                               duration=duration)
   lat = _generate(run, [clip], int(run.config.sample.seed))[0]
-  valid = int(clip.prepared["audio_mask"].sum())
-  lat = lat[:valid]
+  lat = lat[:int(clip.prepared["audio_mask"].sum())]
   wav = run.codec.decode(lat)
-  frames = media.read_video(video, fps=float(info.rates["video"])).frames
+  frames = media.read_video(video, fps=float(info.rates["video"])).frames if video else None
   task = schema.TASK_NAMES[int(clip.example["task_id"])]
+  stem = name or (pathlib.Path(video).stem if video else "sample")
   return {"task": task, **outputs.write_sample(
-    out, pathlib.Path(video).stem, wav, int(run.codec.sample_rate), frames=frames,
+    out, stem, wav, int(run.codec.sample_rate), frames=frames,
     fps=float(info.rates["video"]), mel=lat, frame_rate=float(run.codec.frame_rate))}

@@ -103,36 +103,61 @@ def video_clip(video_path: str, info: records.DatasetInfo, lengths: pipeline.Len
 
   Raises ValueError if the video is longer than the model's window `clip_seconds`.
   """
-  from flowav.data import media  # pylint: disable=g-import-not-at-top
-  rate_v, rate_a = float(info.rates["video"]), float(info.rates["audio"])
-  encoder = dataset_frame_encoder(info)
-  clip = media.read_video(video_path, fps=rate_v, size=encoder.frame_size)
-  if clip.duration_s > clip_seconds + 1.0 / rate_v:
-    raise ValueError(f"{video_path} lasts {clip.duration_s:.2f} s; this model's window is "
-                     f"{clip_seconds:.2f} s (config.data.clip_seconds). Trim the video.")
-  feats = encoder.encode_frames(clip.frames)
-  num_audio = int(np.floor(clip.duration_s * rate_a + 1e-6))
-  ex: dict[str, Any] = {
-    "clip_id": pathlib.Path(video_path).stem, "start_s": np.float32(0.0),
-    "duration_s": np.float32(clip.duration_s),
-    "task_id": np.int32(schema.TASKS["speech" if transcript else "sound"]),
-    "audio_latents": np.zeros((num_audio, lengths.audio_dim), np.float32),
-    "audio_mask": np.ones((num_audio,), bool),
-    "video_features": feats, "video_mask": np.ones((feats.shape[0],), bool),
-  }
-  if transcript:
-    ids = phonemize(transcript, info.vocab["phones"])
+  return condition_clip(info, lengths, clip_seconds, video=video_path, transcript=transcript)
+
+
+def condition_clip(info: records.DatasetInfo, lengths: pipeline.Lengths, clip_seconds: float, *,
+                   video: str | None = None, transcript: str | None = None,
+                   caption: str | None = None, lyrics: str | None = None,
+                   duration: float | None = None) -> Clip:
+  """Any subset of conditions given by a user, encoded like the training data.
+
+  `video`: a file (any frame rate; features from the dataset's frame encoder); `transcript` /
+  `lyrics`: text, turned into phone ids by flite (`transcript_ids`; lyrics also as UTF-8 byte
+  `lyric_ids`); `caption`: text (byte tokens in the pipeline); `duration`: seconds of audio to make,
+  by default the video's length. Raises ValueError for no duration, or one longer than the model's
+  window `clip_seconds`.
+  """
+  ex: dict[str, Any] = {"clip_id": pathlib.Path(video).stem if video else "sample",
+                        "start_s": np.float32(0.0)}
+  if video:
+    from flowav.data import media  # pylint: disable=g-import-not-at-top
+    encoder = dataset_frame_encoder(info)
+    clip = media.read_video(video, fps=float(info.rates["video"]), size=encoder.frame_size)
+    if clip.duration_s > clip_seconds + 1.0 / float(info.rates["video"]):
+      raise ValueError(f"{video} lasts {clip.duration_s:.2f} s; this model's window is "
+                       f"{clip_seconds:.2f} s (config.data.clip_seconds). Trim the video.")
+    feats = encoder.encode_frames(clip.frames)
+    ex.update(video_features=feats, video_mask=np.ones((feats.shape[0],), bool))
+    duration = clip.duration_s if duration is None else duration
+  if duration is None:
+    raise ValueError("--duration (seconds of audio) is needed when there is no --video")
+  if not 0 < duration <= clip_seconds + 1e-6:
+    raise ValueError(f"--duration={duration} must be in (0, {clip_seconds:.2f}] s (this model's "
+                     "window, config.data.clip_seconds)")
+  num_audio = int(np.floor(duration * float(info.rates["audio"]) + 1e-6))
+  task = "song" if lyrics else "speech" if transcript else "sound"
+  ex.update(duration_s=np.float32(duration), task_id=np.int32(schema.TASKS[task]),
+            audio_latents=np.zeros((num_audio, lengths.audio_dim), np.float32),
+            audio_mask=np.ones((num_audio,), bool))
+  if caption:
+    ex["caption"] = caption
+  spoken = transcript or lyrics
+  if spoken:
+    ids = phonemize(spoken, info.vocab["phones"])
     if ids.shape[0] > lengths.phones:
-      raise ValueError(f"--transcript has {ids.shape[0]} phones; the model takes at most "
+      raise ValueError(f"the text has {ids.shape[0]} phones; the model takes at most "
                        f"{lengths.phones} (config.data.max_phones)")
-    ex.update(transcript=transcript, transcript_ids=ids,
-              transcript_mask=np.ones_like(ids, bool),
-              # Placeholder timing (all frames on the first phone) until the duration predictor
-              # replaces it from the video: crop_and_pad needs some valid durations.
+    ex.update(transcript=spoken, transcript_ids=ids, transcript_mask=np.ones_like(ids, bool),
+              # Placeholder timing (all frames on the first phone): a duration predictor replaces
+              # it from the video (VSSFlow); AudioGen-Omni aligns the phones by attention.
               phone_durations=np.asarray([num_audio] + [0] * (len(ids) - 1), np.int32))
+  if lyrics:
+    ids = schema.byte_tokens(lyrics)
+    ex.update(lyric_ids=ids, lyric_mask=np.ones_like(ids, bool))
   stats = LatentStats.from_dict(info.latent_stats)
   prepared = _prepare(ex, lengths, info.rates, stats)
-  if transcript:  # crop_and_pad drops zero-length phones; keep every phone of the transcript
+  if spoken:  # crop_and_pad drops zero-length phones; keep every phone of the text
     prepared["transcript_ids"] = pipeline._fit(ex["transcript_ids"], lengths.phones)
     prepared["transcript_mask"] = pipeline._fit(ex["transcript_mask"], lengths.phones)
     prepared["phone_durations"] = pipeline._fit(ex["phone_durations"], lengths.phones)

@@ -181,6 +181,9 @@ class AudioGenOmni(nnx.Module):
   lyrics stream); 'start', 'total' `[B, D]` (e_s, e_d).
   """
 
+  # What a user may give at sampling time (`python -m flowav.main sample --video ...`).
+  USER_CONDITIONS = ("video", "transcript", "caption", "lyrics")
+
   REQUIRED_KEYS = ("audio_mask", "start_s", "duration_s")
 
   def __init__(self, cfg: AudioGenOmniConfig, *, rngs: nnx.Rngs):

@@ -199,6 +199,9 @@ class VSSFlow(nnx.Module):
   'durations' `[B, T, P]` (one-hot rows; V2S rows put every frame on column 0).
   """
 
+  # What a user may give at sampling time (`python -m flowav.main sample --video ...`).
+  USER_CONDITIONS = ("video", "transcript")
+
   REQUIRED_KEYS = ("audio_latents", "audio_mask", "video_features", "video_mask",
                    "transcript_ids", "transcript_mask", "phone_durations", "speaker_embedding",
                    "speaker_mask")
