@@ -12,8 +12,9 @@ DEBIAN_DATA_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-en fest
 ASTERISK_TRANSCRIPTS := /usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz
 DEMO_DIR ?= runs/demo
 FULL_DATA_DIR ?= runs/demo-full/data
+OMNI_DIR ?= runs/omni-demo
 
-.PHONY: demo demo-data-full test test-slow lint system-deps clean
+.PHONY: demo demo-data-full omni-demo test test-slow lint system-deps clean
 
 $(STAMP): setup.py pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -61,6 +62,16 @@ demo: $(STAMP) system-deps
 # Every subset of flowav-demo (human speech, song, music, more voices); its own command, not make demo's.
 demo-data-full: $(STAMP) system-deps
 	$(PY) -m flowav.main build_demo_data --demo_size=full --out=$(FULL_DATA_DIR)
+
+# AudioGen-Omni's demo variant on the full flowav-demo: builds the data if absent, trains
+# (config: train.max_minutes=15; rerunning resumes), then scores every task against its control and
+# bfloat16 against 3 float32 seeds -> $(OMNI_DIR)/eval.json and report.md. Not part of make demo.
+omni-demo: $(STAMP) system-deps
+	@test -f $(FULL_DATA_DIR)/dataset_info.json || \
+	  $(PY) -m flowav.main build_demo_data --demo_size=full --out=$(FULL_DATA_DIR)
+	$(PY) -m flowav.main train --config=configs/audiogen_omni.py:demo --workdir=$(OMNI_DIR) \
+	  --config.data.dir=$(FULL_DATA_DIR)
+	$(PY) -m flowav.main eval --workdir=$(OMNI_DIR) --dtype_seeds=3
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q -m "not slow"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import platform
 import socket
 import statistics
 import time
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
+from machine import cpu_model, timed  # this folder
 
 from flowav import models
 from flowav.flow import guidance, samplers
@@ -33,16 +33,6 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (median reporte
 _STEPS = flags.DEFINE_integer("steps", 25, "Euler steps.")
 _CFG = flags.DEFINE_float("cfg", 3.0, "Guidance scale (!= 1 runs both halves in one batch).")
 _OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
-
-
-def cpu_model() -> str:
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def batch_for(cfg, seconds: float = 10.0) -> dict[str, np.ndarray]:
@@ -65,15 +55,6 @@ def batch_for(cfg, seconds: float = 10.0) -> dict[str, np.ndarray]:
     "speaker_mask": np.ones((1,), bool),
     "task_id": np.ones((1,), np.int32),
   }
-
-
-def timed(fn, *args, repeats: int) -> list[float]:
-  out = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    out.append(time.perf_counter() - t0)
-  return out
 
 
 def main(_):

@@ -35,6 +35,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import machine  # this folder
 import numpy as np
 from absl import app, flags
 from flax import nnx
@@ -258,7 +259,7 @@ def main(argv):
     "model_gflop_fwd_bwd_per_block": model_flops() / 1e9, "repeats": _REPEATS.value,
     "results": rows, "tiny_vssflow_train_step": tiny,
     "matmul_2048_calibration": matmul_calibration(),
-    "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
+    "machine": {"cpu": machine.cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
                 "python": sys.version.split()[0], "xla_flags": os.environ.get("XLA_FLAGS", "")},
     "date": time.strftime("%Y-%m-%d"),
   }
@@ -267,13 +268,6 @@ def main(argv):
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=1) + "\n")
   print(f"wrote {out}")
-
-
-def _cpu_model() -> str:
-  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-    if line.startswith("model name"):
-      return line.split(":", 1)[1].strip()
-  return "unknown"
 
 
 if __name__ == "__main__":

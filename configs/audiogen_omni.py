@@ -3,7 +3,7 @@ from video and/or caption and lyrics / transcript, any subset of them.
 
 Variants: `tiny` (tests, flowav-demo's streams), `demo` (the full flowav-demo on a 2-core CPU),
 `paper` (1.496 B, spec §2-§4), `mmaudio_s` (MMAudio S-16k's shapes, for speed comparisons).
-  make demo-data-full   # the full flowav-demo (song, music, human speech, captions)
+  make omni-demo        # the line below after `make demo-data-full`, then eval of every task
   python -m flowav.main train --config=configs/audiogen_omni.py:demo --workdir=runs/omni \
       --config.data.dir=runs/demo-full/data
   python -m flowav.main train --config=configs/audiogen_omni.py:paper --config.data.dir=DATA --workdir=W
@@ -42,11 +42,14 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   elif arg.variant == "mmaudio_s":
     c.data.update(clip_seconds=8.0, batch_size=16)
   elif arg.variant == "demo":
-    c.data.update(dir="runs/demo-full/data", batch_size=16, clip_seconds=4.0, max_phones=64,
+    # 2 s windows (impacts and speech clips are 2 s; song, music and human speech are cropped at
+    # random): half the tokens of 4 s, ~1 s per step on 2 cores.
+    c.data.update(dir="runs/demo-full/data", batch_size=16, clip_seconds=2.0, max_phones=48,
                   max_text_tokens=64, random_crop=True)
     c.optim.update(lr=1e-3, warmup_steps=100, clip_norm=1.0, weight_decay=0.0)
     c.train.update(num_steps=4000, ema_decay=0.995, log_every=50, eval_every=500,
                    checkpoint_every=250, max_minutes=15.0)
+    c.sample.update(num_clips=32)  # per task in `eval` (flowav/eval/omni.py)
   elif arg.variant == "tiny":
     c.model.update(_DEMO_STREAMS)
     c.data.update(batch_size=4, clip_seconds=0.5, max_phones=16, max_text_tokens=16,

@@ -104,10 +104,17 @@ def _sampler(graphdef: nnx.GraphDef, method: str, num_steps: int, scale: float, 
 
 
 def load_run(workdir: str | pathlib.Path, *, use_ema: bool | None = None,
-             step: int | None = None) -> Run:
-  """Loads the latest (or given) checkpoint of `workdir` for sampling on this host's devices."""
+             step: int | None = None, dtype: str | None = None) -> Run:
+  """Loads the latest (or given) checkpoint of `workdir` for sampling on this host's devices.
+
+  `dtype` overrides `config.train.compute_dtype`, the matmul input dtype ('float32' or
+  'bfloat16'); the parameters are the same either way.
+  """
   workdir = pathlib.Path(workdir)
   config = workdir_lib.load_config(workdir)
+  if dtype is not None:
+    with config.unlocked():
+      config.train.compute_dtype = dtype  # make_runtime rejects an unknown dtype, naming it
   rt = runtime.make_runtime(config)
   ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False)
   step = ckpt.latest_step() if step is None else step

@@ -38,6 +38,9 @@ _LYRICS = flags.DEFINE_string("lyrics", None, "sample: lyrics to sing (models th
 _DURATION = flags.DEFINE_float("duration", None,
                                "sample: seconds of audio (default: the --video's length).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", None, "sample/eval: held-out clips per task.")
+_DTYPE_SEEDS = flags.DEFINE_integer(
+  "dtype_seeds", 0, "eval (AudioGen-Omni): also sample with float32 at this many seeds and with "
+  "bfloat16 at the first, and say whether bfloat16 falls within the float32 spread (0: skip).")
 _DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tiny", "full"],
                                "build_demo_data: dataset size preset.")
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
@@ -123,10 +126,17 @@ def sample(workdir: str, out: str | None) -> list[dict]:
 def evaluate(workdir: str) -> dict:
   """eval.json, eval_plots/ and report.md in `workdir`."""
   from flowav.eval import demo as demo_eval  # pylint: disable=g-import-not-at-top
+  from flowav.eval import omni as omni_eval  # pylint: disable=g-import-not-at-top
   from flowav.eval import report  # pylint: disable=g-import-not-at-top
+  from flowav.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   n = _NUM_CLIPS.value
-  result = demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2)
-  text = report.render(result)
+  if workdir_lib.load_config(pathlib.Path(workdir)).model.name == "audiogen_omni":
+    # One model, every task: each task with only its conditions (flowav/eval/omni.py).
+    result = omni_eval.evaluate(workdir, num_clips=n, dtype_seeds=_DTYPE_SEEDS.value)
+    text = omni_eval.render(result)
+  else:
+    result = demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2)
+    text = report.render(result)
   tmp = pathlib.Path(workdir) / "report.md.tmp"
   tmp.write_text(text)
   tmp.replace(tmp.with_suffix(""))

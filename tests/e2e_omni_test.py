@@ -65,9 +65,17 @@ def test_bad_conditions_fail_naming_the_flag(trained):
   assert res.returncode != 0 and "window" in res.stderr and "0.50" in res.stderr
 
 
-def test_eval_scores_every_arm(trained):
-  _main("eval", f"--workdir={trained}", "--num_clips=2")
+def test_eval_scores_every_task_against_its_control(trained):
+  _main("eval", f"--workdir={trained}", "--num_clips=2", "--dtype_seeds=2")
   result = json.loads((trained / "eval.json").read_text())
+  tasks = result["tasks"]
   for arm in ("model", "control", "codec"):
-    assert 0.0 <= result["impacts"][arm]["f1"] <= 1.0
-  assert "speech" in result and "measures" in result
+    assert 0.0 <= tasks["video_to_sound"][arm]["f1"] <= 1.0
+  assert set(tasks) == {"video_to_sound", "caption_to_sound", "speech", "transcript_to_speech",
+                        "song"}
+  assert "lip_sync" in tasks["speech"] and "intelligibility" in tasks["speech"]
+  assert "video_to_sound_f1/model" in result["headline"]
+  spread = result["dtype_comparison"]
+  assert len(spread["float32"]) == 2 and set(spread["within_spread"]) == set(spread["bfloat16"])
+  report = (trained / "report.md").read_text()
+  assert "video_to_sound: onset F1" in report and "bfloat16" in report

@@ -36,6 +36,13 @@ class Lengths:
   # read text as tokens (AudioGen-Omni's demo variant); 0 leaves them out of the batch.
   text: int = 0
   lyrics: int = 0
+  # Streams of datasets that store them (AudioGen-Omni `paper` / `mmaudio_s` inputs): frame-aligned
+  # sync features (`rates['sync']`, `dims['sync']`), cropped with the audio window; and frozen
+  # text-encoder states (`dims['text']`): with text_dim > 0 the caption stream is
+  # `text_embeddings [text, text_dim]` instead of `text_ids`.
+  sync: int = 0
+  sync_dim: int = 0
+  text_dim: int = 0
 
 
 def lengths_for(info: records.DatasetInfo, seconds: float, max_phones: int,
@@ -49,6 +56,8 @@ def lengths_for(info: records.DatasetInfo, seconds: float, max_phones: int,
     video_dim=int(info.dims["video"]),
     audio_dim=int(info.dims["audio"]),
     text=max_text_tokens, lyrics=max_lyric_tokens,
+    sync=int(math.ceil(seconds * info.rates["sync"] - 1e-6)) if "sync" in info.rates else 0,
+    sync_dim=int(info.dims.get("sync", 0)), text_dim=int(info.dims.get("text", 0)),
   )
 
 
@@ -71,6 +80,14 @@ def _tokens(ex: Mapping[str, Any], ids_key: str, text_key: str | None, n: int
     ids = np.zeros((0,), np.int32)
   ids = ids[:n]
   return _fit(ids, n), _fit(np.ones(len(ids), bool), n)
+
+
+def _embeddings(ex: Mapping[str, Any], n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+  """Text-encoder states `[n, dim]` and mask (valid tokens first), zeros when absent."""
+  if "text_embeddings" not in ex:
+    return np.zeros((n, dim), np.float32), np.zeros((n,), bool)
+  emb = np.asarray(ex["text_embeddings"], np.float32)[np.asarray(ex["text_mask"], bool)][:n]
+  return _fit(emb, n), _fit(np.ones(len(emb), bool), n)
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
@@ -132,7 +149,17 @@ def crop_and_pad(ex: Mapping[str, Any], lengths: Lengths, rates: Mapping[str, fl
   else:
     out["speaker_embedding"] = np.zeros((lengths.speaker_dim,), np.float32)
     out["speaker_mask"] = np.asarray(False)
-  if lengths.text:
+  if lengths.sync:
+    s0 = int(math.floor(offset_frames * rates["sync"] / rates["audio"] + 1e-6))
+    if "sync_features" in ex:
+      out["sync_features"] = _fit(np.asarray(ex["sync_features"], np.float32)[s0:], lengths.sync)
+      out["sync_mask"] = _fit(np.asarray(ex["sync_mask"], bool)[s0:], lengths.sync)
+    else:
+      out["sync_features"] = np.zeros((lengths.sync, lengths.sync_dim), np.float32)
+      out["sync_mask"] = np.zeros((lengths.sync,), bool)
+  if lengths.text and lengths.text_dim:
+    out["text_embeddings"], out["text_mask"] = _embeddings(ex, lengths.text, lengths.text_dim)
+  elif lengths.text:
     out["text_ids"], out["text_mask"] = _tokens(ex, "text_ids", "caption", lengths.text)
   if lengths.lyrics:
     out["lyric_ids"], out["lyric_mask"] = _tokens(ex, "lyric_ids", None, lengths.lyrics)

@@ -160,3 +160,74 @@ def test_duration_matrix_one_hot_rows():
   assert d[:, 1].sum() == 0
   frames = np.array([0, 0, 2, 2, 2, -1])
   np.testing.assert_array_equal(schema.durations_from_frame_phones(frames, 3), [2, 0, 3])
+
+
+def _paper_streams_example(frames: int = 40) -> dict:
+  rng = np.random.default_rng(7)
+  ex = _example(4, frames, speech=False)
+  sync = frames * 24 // 20  # RATES_SYNC["sync"] frames over the clip
+  ex.update(sync_features=np.arange(sync, dtype=np.float32)[:, None] * np.ones((1, 6), np.float32),
+            sync_mask=np.ones((sync,), bool),
+            text_embeddings=rng.standard_normal((5, 8)).astype(np.float32),
+            text_mask=np.array([1, 1, 1, 0, 0], bool))
+  return ex
+
+
+RATES_SYNC = {**RATES, "sync": 24.0}
+
+
+def test_sync_features_crop_with_the_audio_and_text_embeddings_replace_tokens():
+  ex = _paper_streams_example()
+  base = dict(audio=20, video=5, phones=4, speaker_dim=4, video_dim=2, audio_dim=3)
+  out = pipeline.crop_and_pad(ex, pipeline.Lengths(**base, text=4, sync=24, sync_dim=6, text_dim=8),
+                              RATES_SYNC, offset_frames=10)
+  # 10 audio frames at 20/s = 0.5 s = 12 sync frames at 24/s: the window starts at sync frame 12.
+  assert out["sync_features"][:, 0].tolist() == list(range(12, 36))
+  assert out["sync_mask"].sum() == 24
+  np.testing.assert_array_equal(out["text_embeddings"][:3], ex["text_embeddings"][:3])
+  assert out["text_mask"].tolist() == [1, 1, 1, 0] and "text_ids" not in out
+  assert not out["text_embeddings"][3:].any()
+  # A dataset without them: zeros with false masks, same shapes.
+  out = pipeline.crop_and_pad(_example(0, 40, speech=False),
+                              pipeline.Lengths(**base, text=4, sync=24, sync_dim=6, text_dim=8),
+                              RATES_SYNC)
+  assert out["sync_features"].shape == (24, 6) and not out["sync_mask"].any()
+  assert out["text_embeddings"].shape == (4, 8) and not out["text_mask"].any()
+
+
+def test_lengths_read_sync_and_text_widths_from_the_dataset_info():
+  info = records.DatasetInfo(name="t", codec={}, latent_stats={}, rates=RATES_SYNC,
+                             dims={"audio": 3, "video": 2, "sync": 6, "text": 8}, splits={})
+  lengths = pipeline.lengths_for(info, 2.0, 4, max_text_tokens=77)
+  assert (lengths.sync, lengths.sync_dim, lengths.text, lengths.text_dim) == (48, 6, 77, 8)
+  assert pipeline.lengths_for(records.DatasetInfo(
+    name="t", codec={}, latent_stats={}, rates=RATES, dims={"audio": 3, "video": 2},
+    splits={}), 2.0, 4).sync == 0
+
+
+def test_audiogen_omni_reads_the_sync_and_text_embedding_streams():
+  """The model's paper-style inputs (sync features, T5 states) arrive from the pipeline: changing
+  the sync features inside the window changes the velocity."""
+  import jax.numpy as jnp  # noqa: PLC0415
+  from flax import nnx  # noqa: PLC0415
+
+  from flowav import models  # noqa: PLC0415
+
+  spec = {"name": "audiogen_omni", "variant": "tiny", "audio_channels": 3, "audio_rate": 20.0,
+          "video_dim": 2, "video_rate": 5.0, "sync_dim": 6, "text_dim": 8, "lyrics_key": "none"}
+  model = models.build_model(spec, rngs=nnx.Rngs(0))
+  for _, p in nnx.iter_graph(model):  # zero-initialised gates and outputs would hide the inputs
+    if isinstance(p, nnx.Param):
+      p[...] = p[...] + 0.05
+  lengths = pipeline.Lengths(audio=20, video=5, phones=4, speaker_dim=4, video_dim=2, audio_dim=3,
+                             text=4, sync=24, sync_dim=6, text_dim=8)
+  ex = _paper_streams_example()
+  batch = {k: jnp.asarray(v)[None] for k, v in pipeline.crop_and_pad(ex, lengths, RATES_SYNC).items()}
+  x, t = jnp.ones((1, 20, 3)), jnp.full((1,), 0.5)
+  v0 = model(x, t, model.conditions(batch))
+  batch["sync_features"] = batch["sync_features"] * -1.0
+  assert float(jnp.abs(model(x, t, model.conditions(batch)) - v0).max()) > 1e-4
+  batch["text_embeddings"] = batch["text_embeddings"] + 1.0
+  v1 = model(x, t, model.conditions(batch))
+  batch["text_embeddings"] = batch["text_embeddings"].at[:, 3:].set(7.0)  # masked: no effect
+  np.testing.assert_allclose(model(x, t, model.conditions(batch)), v1, atol=1e-6)

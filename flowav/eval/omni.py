@@ -1,0 +1,296 @@
+"""AudioGen-Omni's evaluation on flowav-demo: every task of one model, each against its control.
+
+One checkpoint, five tasks (issue "AudioGen-Omni", spec §1), each sampled with ONLY its task's
+conditions (every other condition masked, as when absent at training):
+
+- video_to_sound (impacts, video only): onset P/R/F1 and DeSync offset vs another clip's video
+  (`flowav.eval.demo.evaluate_impacts`); the codec arm is the upper bound.
+- caption_to_sound (impacts, caption only): material accuracy of the classifier trained on real
+  demo audio, vs the same model given ANOTHER clip's caption, scored against the original label.
+- speech (flite speech, video + transcript): Whisper WER against the clip's transcript vs the same
+  model given ANOTHER clip's transcript (same noise); the codec's own WER on the same clips comes
+  first, the ceiling. Lip sync (mouth-envelope correlation) vs another clip's video.
+- transcript_to_speech (flite speech, transcript only): WER, same control.
+- song (video + lyrics): pYIN pitch accuracy against the clip's melody vs the SAME audio against
+  another clip's melody; the model cannot hear the melody (the paper's song task conditions on
+  lyrics and video only), so its edge over the control is the voice's register, not the tune.
+
+`compare_dtypes` samples the headline measures with float32 at several seeds and with bfloat16
+matmul inputs at the first seed: the bf16 path should fall within the float32 seeds' spread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from flowav import generate
+from flowav.data import inputs, pipeline, records
+from flowav.eval import classifier as classifier_lib
+from flowav.eval import demo, demo_measures, pitch
+
+# The model's batch keys that carry each user-facing condition (flowav-demo's streams).
+CONDITION_MASKS = {"video": ("video_mask",), "caption": ("text_mask",),
+                   "transcript": ("transcript_mask",), "lyrics": ("transcript_mask", "lyric_mask")}
+CONDITION_KEYS = {"video": ("video_features", "video_mask"), "caption": ("text_ids", "text_mask"),
+                  "transcript": ("transcript_ids", "transcript_mask", "phone_durations"),
+                  "lyrics": ("transcript_ids", "transcript_mask", "phone_durations", "lyric_ids",
+                             "lyric_mask")}
+TASKS = {"video_to_sound": ("impacts", ("video",)), "caption_to_sound": ("impacts", ("caption",)),
+         "speech": ("speech", ("video", "transcript")),
+         "transcript_to_speech": ("speech", ("transcript",)), "song": ("song", ("video", "lyrics"))}
+
+
+def keep_conditions(batch: Mapping[str, np.ndarray], keep: Sequence[str]) -> dict[str, np.ndarray]:
+  """`batch` with every condition outside `keep` masked out (all-false masks)."""
+  unknown = set(keep) - set(CONDITION_MASKS)
+  if unknown:
+    raise ValueError(f"unknown conditions {sorted(unknown)}; known: {sorted(CONDITION_MASKS)}")
+  kept = {m for c in keep for m in CONDITION_MASKS[c]}
+  out = dict(batch)
+  for m in {m for masks in CONDITION_MASKS.values() for m in masks} - kept:
+    if m in out:
+      out[m] = np.zeros_like(out[m])
+  return out
+
+
+def swap_condition(batch: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray],
+                   condition: str) -> dict[str, np.ndarray]:
+  """`batch` with `condition`'s streams taken from `other` (the mismatched control)."""
+  out = dict(batch)
+  for k in CONDITION_KEYS[condition]:
+    if k in other:
+      out[k] = other[k]
+  return out
+
+
+def _masked(clips: Sequence[inputs.Clip], keep: Sequence[str]) -> list[inputs.Clip]:
+  return [dataclasses.replace(c, prepared=keep_conditions(c.prepared, keep)) for c in clips]
+
+
+def _arm_wavs(run: generate.Run, clips: Sequence[inputs.Clip], keep: Sequence[str],
+              swap: str | None, seed: int, batch_size: int) -> dict[str, list[np.ndarray]]:
+  """Waveforms of the `model` arm (own conditions) and, when `swap` is set, the `control` arm
+  (the next clip's `swap` condition, same noise); `codec` is the real audio through the codec."""
+  out: dict[str, list[np.ndarray]] = {"model": [], "codec": [], **({"control": []} if swap else {})}
+  rotated = [c.prepared for c in list(clips[1:]) + list(clips[:1])]
+  for start in range(0, len(clips), batch_size):
+    group = clips[start:start + batch_size]
+    batch = keep_conditions(inputs.stack([c.prepared for c in group]), keep)
+    key = jax.random.key(seed + start)
+    out["model"] += run.decode(run.sample(batch, key), batch, vocoder=demo.EVAL_VOCODER)
+    if swap:
+      other = inputs.stack(rotated[start:start + len(group)])
+      control = keep_conditions(swap_condition(batch, other, swap), keep)
+      out["control"] += run.decode(run.sample(control, key), batch, vocoder=demo.EVAL_VOCODER)
+    out["codec"] += [run.codec.decode(np.asarray(c.example["audio_latents"])[
+      :int(c.prepared["audio_mask"].sum())], vocoder=demo.EVAL_VOCODER) for c in group]
+  return out
+
+
+def caption_to_sound(run: generate.Run, clips: Sequence[inputs.Clip], workdir: pathlib.Path,
+                     seed: int, batch_size: int) -> dict[str, Any]:
+  clf = classifier_lib.train_classifier(run.config.data.dir, classifier_lib.impact_material,
+                                        cache_dir=workdir / classifier_lib.CACHE_SUBDIR)
+  wavs = _arm_wavs(run, clips, ("caption",), "caption", seed, batch_size)
+  labels = [demo._truth(c)["material"] for c in clips]  # noqa: SLF001 -- the demo's truth files
+  res = demo_measures.class_accuracy(clf, wavs, labels, run.codec)
+  res["control_is"] = "another clip's caption, scored against this clip's material"
+  return res
+
+
+def speech_wer(run: generate.Run, clips: Sequence[inputs.Clip], keep: Sequence[str], seed: int,
+               batch_size: int) -> dict[str, Any]:
+  """WER/CER of the codec (first: the ceiling), the model, and the model given another clip's
+  transcript, all against each clip's own transcript."""
+  from flowav.eval import asr  # noqa: PLC0415 -- optional eval dependency
+
+  wavs = _arm_wavs(run, clips, keep, "transcript", seed, batch_size)
+  recognizer = asr.load_whisper()
+  transcripts = [c.example["transcript"] for c in clips]
+  sr = int(run.codec.sample_rate)
+  out: dict[str, Any] = {"recognizer": recognizer.name, "num_clips": len(clips)}
+  for arm in ("codec", "model", "control"):
+    r = asr.speech_intelligibility(wavs[arm], transcripts, sr, recognizer)
+    out[arm] = {k: r[k] for k in ("wer", "cer")}
+    out[arm]["examples"] = [{"ref": row["ref"], "hyp": row["hyp"]} for row in r["rows"][:3]]
+  out["control_is"] = "another clip's transcript, scored against this clip's transcript"
+  return out
+
+
+def song_pitch(run: generate.Run, clips: Sequence[inputs.Clip], seed: int, batch_size: int
+               ) -> dict[str, Any]:
+  """Pitch accuracy of each clip's song against its own melody, and of the same audio against
+  the next clip's melody (the control); the codec arm bounds it from above."""
+  wavs = _arm_wavs(run, clips, TASKS["song"][1], None, seed, batch_size)
+  notes = [demo._truth(c)["notes"] for c in clips]  # noqa: SLF001
+  others = notes[1:] + notes[:1]
+  sr = int(run.codec.sample_rate)
+  keys = ("raw_pitch_accuracy", "raw_chroma_accuracy", "voicing_recall", "median_abs_cents")
+  rows: dict[str, list[dict[str, float]]] = {"model": [], "control": [], "codec": []}
+  for i in range(len(clips)):
+    times, f0, voiced = pitch.track_f0(wavs["model"][i], sr)
+    rows["model"].append(pitch.score_f0(times, f0, voiced, notes[i]))
+    rows["control"].append(pitch.score_f0(times, f0, voiced, others[i]))
+    rows["codec"].append(pitch.pitch_accuracy(wavs["codec"][i], sr, notes[i]))
+  out: dict[str, Any] = {arm: {k: float(np.nanmean([r[k] for r in rs])) for k in keys}
+                         for arm, rs in rows.items()}
+  out["num_clips"] = len(clips)
+  out["control_is"] = "the model's audio scored against another clip's melody"
+  return out
+
+
+def _clips(run: generate.Run, subset: str, limit: int) -> list[inputs.Clip]:
+  c = run.config
+  info = records.DatasetInfo.load(c.data.dir)
+  lengths = pipeline.config_lengths(info, c.data)
+  clips = [clip for clip in inputs.heldout_clips(c.data.dir, c.data.test_split, lengths)
+           if str(clip.example["clip_id"]).startswith(f"{subset}-")]
+  return clips[:limit]
+
+
+def evaluate_task(run: generate.Run, task: str, clips: Sequence[inputs.Clip],
+                  workdir: pathlib.Path, seed: int) -> dict[str, Any]:
+  """One task of `TASKS` on `clips` (its subset's held-out clips)."""
+  c = run.config
+  keep = TASKS[task][1]
+  fps = float(records.DatasetInfo.load(c.data.dir).rates["video"])
+  bs = int(c.sample.batch_size)
+  if task == "video_to_sound":
+    return demo.evaluate_impacts(run, _masked(clips, keep), batch_size=bs, seed=seed,
+                                 tol_s=float(c.eval.onset_tolerance_frames) / fps,
+                                 max_lag_s=float(c.eval.max_lag_frames) / fps)[0]
+  if task == "caption_to_sound":
+    return demo_measures.optional(lambda: caption_to_sound(run, clips, workdir, seed, bs))
+  if task == "song":
+    return demo_measures.optional(lambda: song_pitch(run, clips, seed, bs))
+  res = demo_measures.optional(lambda: speech_wer(run, clips, keep, seed, bs))
+  if task == "transcript_to_speech":
+    return res
+  lip, _ = demo.evaluate_speech(run, _masked(clips, keep), batch_size=bs, fps=fps,
+                                max_lag=int(c.eval.max_lag_frames), seed=seed)
+  return {"intelligibility": res, "lip_sync": lip}
+
+
+def evaluate_tasks(run: generate.Run, workdir: pathlib.Path, *, num_clips: int, seed: int,
+                   tasks: Sequence[str] = tuple(TASKS)) -> dict[str, Any]:
+  """Every task in `tasks` (see the module docstring) on up to `num_clips` held-out clips each."""
+  out: dict[str, Any] = {}
+  for task in tasks:
+    subset = TASKS[task][0]
+    clips = _clips(run, subset, num_clips)
+    if len(clips) < 2:
+      out[task] = {"skipped": f"fewer than 2 held-out {subset!r} clips in {run.config.data.dir}"}
+    else:
+      out[task] = evaluate_task(run, task, clips, workdir, seed)
+  return out
+
+
+def headline(tasks: Mapping[str, Any]) -> dict[str, float]:
+  """One number per task and arm (model / control), for tables and the dtype comparison."""
+  out: dict[str, float] = {}
+
+  def put(name: str, res: Any, path: Sequence[str]) -> None:
+    for arm in ("model", "control"):
+      v: Any = res
+      for k in (arm, *path):
+        v = v.get(k) if isinstance(v, Mapping) else None
+      if v is not None:
+        out[f"{name}/{arm}"] = float(v)
+
+  put("video_to_sound_f1", tasks.get("video_to_sound", {}), ("f1",))
+  put("caption_to_sound_accuracy", tasks.get("caption_to_sound", {}), ())
+  put("speech_wer", tasks.get("speech", {}).get("intelligibility", {}), ("wer",))
+  put("speech_lip_corr", tasks.get("speech", {}).get("lip_sync", {}), ("corr_at_zero_mean",))
+  put("transcript_to_speech_wer", tasks.get("transcript_to_speech", {}), ("wer",))
+  put("song_pitch_accuracy", tasks.get("song", {}), ("raw_pitch_accuracy",))
+  return out
+
+
+def compare_dtypes(workdir: pathlib.Path, *, num_clips: int, seeds: Sequence[int],
+                   tasks: Sequence[str]) -> dict[str, Any]:
+  """Headline numbers with float32 at every seed, and with bfloat16 matmul inputs at seeds[0];
+  `within_spread[name]` says whether bf16 lies in [min, max] of the float32 seeds."""
+  f32 = generate.load_run(workdir, dtype="float32")
+  runs = [headline(evaluate_tasks(f32, workdir, num_clips=num_clips, seed=s, tasks=tasks))
+          for s in seeds]
+  bf16 = headline(evaluate_tasks(generate.load_run(workdir, dtype="bfloat16"), workdir,
+                                 num_clips=num_clips, seed=seeds[0], tasks=tasks))
+  out: dict[str, Any] = {"seeds": list(seeds), "float32": runs, "bfloat16": bf16,
+                         "within_spread": {}}
+  for name, v in bf16.items():
+    vals = [r[name] for r in runs if name in r]
+    out["within_spread"][name] = bool(vals) and min(vals) - 1e-9 <= v <= max(vals) + 1e-9
+  return out
+
+
+def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
+             dtype_seeds: int = 0) -> dict[str, Any]:
+  """Writes `workdir`/eval.json: every task, and with `dtype_seeds` > 1 the bf16 comparison."""
+  workdir = pathlib.Path(workdir)
+  run = generate.load_run(workdir)
+  c = run.config
+  n = int(c.sample.num_clips) if num_clips is None else int(num_clips)
+  seed = int(c.sample.seed)
+  result: dict[str, Any] = {"workdir": str(workdir), "model": "audiogen_omni", "step": run.step,
+                            "weights": run.weights, "num_clips_per_task": n,
+                            "sampler": {k: c.sample[k] for k in ("method", "num_steps",
+                                                                 "cfg_scale")}}
+  result["tasks"] = evaluate_tasks(run, workdir, num_clips=n, seed=seed)
+  result["headline"] = headline(result["tasks"])
+  if dtype_seeds > 1:
+    result["dtype_comparison"] = compare_dtypes(
+      workdir, num_clips=n, seeds=[seed + 1000 * i for i in range(dtype_seeds)],
+      tasks=("video_to_sound", "caption_to_sound"))
+  tmp = workdir / "eval.json.tmp"
+  tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
+  os.replace(tmp, workdir / "eval.json")
+  return result
+
+
+def render(result: Mapping[str, Any]) -> str:
+  """report.md for an AudioGen-Omni eval.json: one row per task, model beside its control."""
+  lines = [f"# AudioGen-Omni evaluation: {result['workdir']} (step {result['step']}, "
+           f"{result['weights']} weights, {result['num_clips_per_task']} clips per task)", "",
+           "| task: measure | model | control | upper bound (codec) | control is |",
+           "|---|---|---|---|---|"]
+  t = result["tasks"]
+  rows = [("video_to_sound: onset F1", t.get("video_to_sound"), ("f1",), "another clip's video"),
+          ("caption_to_sound: material accuracy", t.get("caption_to_sound"), (),
+           "another clip's caption"),
+          ("speech: WER (lower is better)", t.get("speech", {}).get("intelligibility"), ("wer",),
+           "another clip's transcript"),
+          ("speech: lip corr at lag 0", t.get("speech", {}).get("lip_sync"),
+           ("corr_at_zero_mean",), "another clip's video"),
+          ("transcript_to_speech: WER", t.get("transcript_to_speech"), ("wer",),
+           "another clip's transcript"),
+          ("song: pitch accuracy (50 cents)", t.get("song"), ("raw_pitch_accuracy",),
+           "another clip's melody")]
+  for name, res, path, control in rows:
+    if not res:
+      continue
+    if "skipped" in res:
+      lines.append(f"| {name} | skipped: {res['skipped']} | | | |")
+      continue
+    vals = []
+    for arm in ("model", "control", "codec"):
+      v: Any = res.get(arm)
+      for k in path:
+        v = v.get(k) if isinstance(v, Mapping) else None
+      vals.append("n/a" if v is None else f"{float(v):.3f}")
+    lines.append(f"| {name} | " + " | ".join(vals) + f" | {control} |")
+  dc = result.get("dtype_comparison")
+  if dc:
+    lines += ["", f"bfloat16 matmul inputs vs float32 at seeds {dc['seeds']}:", "",
+              "| measure | float32 seeds | bfloat16 | within spread |", "|---|---|---|---|"]
+    for name, v in dc["bfloat16"].items():
+      f32 = ", ".join(f"{r[name]:.3f}" for r in dc["float32"] if name in r)
+      lines.append(f"| {name} | {f32} | {v:.3f} | {dc['within_spread'][name]} |")
+  return "\n".join(lines) + "\n"
