@@ -130,10 +130,17 @@ def evaluate(workdir: str) -> dict:
   from flowav.eval import report  # pylint: disable=g-import-not-at-top
   from flowav.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   n = _NUM_CLIPS.value
-  if workdir_lib.load_config(pathlib.Path(workdir)).model.name == "audiogen_omni":
+  if _DTYPE_SEEDS.value == 1 or _DTYPE_SEEDS.value < 0:
+    raise app.UsageError(f"--dtype_seeds={_DTYPE_SEEDS.value}: 0 skips the comparison; a spread "
+                         "needs at least 2 float32 seeds")
+  model_name = workdir_lib.load_config(pathlib.Path(workdir)).model.name
+  if model_name == "audiogen_omni":
     # One model, every task: each task with only its conditions (flowav/eval/omni.py).
     result = omni_eval.evaluate(workdir, num_clips=n, dtype_seeds=_DTYPE_SEEDS.value)
     text = omni_eval.render(result)
+  elif _DTYPE_SEEDS.value:
+    raise app.UsageError(f"--dtype_seeds is for AudioGen-Omni runs; this run's model is "
+                         f"{model_name!r}")
   else:
     result = demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2)
     text = report.render(result)

@@ -65,6 +65,11 @@ def test_bad_conditions_fail_naming_the_flag(trained):
   assert res.returncode != 0 and "window" in res.stderr and "0.50" in res.stderr
 
 
+def test_eval_refuses_a_one_seed_spread(trained):
+  res = _main("eval", f"--workdir={trained}", "--dtype_seeds=1", check=False)
+  assert res.returncode != 0 and "--dtype_seeds=1" in res.stderr
+
+
 def test_eval_scores_every_task_against_its_control(trained):
   _main("eval", f"--workdir={trained}", "--num_clips=2", "--dtype_seeds=2")
   result = json.loads((trained / "eval.json").read_text())

@@ -88,6 +88,8 @@ def test_eval_and_export(trained):
       assert rows["gain/mrstft"] == rows["griffin_lim/mrstft"] - rows["hifigan/mrstft"]
   else:
     assert "vocoder" not in result
+  res = _main("eval", f"--workdir={trained}", "--dtype_seeds=3", check=False)
+  assert res.returncode != 0 and "'vssflow'" in res.stderr  # the bf16 spread is AudioGen-Omni's
   _main("export", f"--workdir={trained}")
   meta = json.loads((trained / "export" / "meta.json").read_text())
   assert meta["weights"] == "ema" and meta["model"] == "vssflow"

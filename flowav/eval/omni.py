@@ -234,6 +234,9 @@ def compare_dtypes(workdir: pathlib.Path, *, num_clips: int, seeds: Sequence[int
 def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
              dtype_seeds: int = 0) -> dict[str, Any]:
   """Writes `workdir`/eval.json: every task, and with `dtype_seeds` > 1 the bf16 comparison."""
+  if dtype_seeds == 1 or dtype_seeds < 0:
+    raise ValueError(f"dtype_seeds={dtype_seeds}: 0 skips the bfloat16 comparison; a spread "
+                     "needs at least 2 float32 seeds")
   workdir = pathlib.Path(workdir)
   run = generate.load_run(workdir)
   c = run.config
