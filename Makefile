@@ -74,7 +74,7 @@ omni-demo: $(STAMP) system-deps
 	$(PY) -m flowav.main eval --workdir=$(OMNI_DIR) --dtype_seeds=3
 
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-slow: $(STAMP) system-deps
 	$(PY) -m pytest -q -m slow

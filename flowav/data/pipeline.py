@@ -283,3 +283,38 @@ class DataPosition:
     if missing:
       raise ValueError(f"{source}: data position lacks {missing} (got {dict(d)})")
     return cls(**{f.name: int(d[f.name]) for f in dataclasses.fields(cls)})
+
+
+def feature_stats(data_dir: str, split: str, key: str, *,
+                  max_examples: int = 4096) -> tuple[np.ndarray, np.ndarray, int]:
+  """Per-channel mean and std of `key` `[L, D]` over the valid frames (`<key>`'s mask field) of
+  the first `max_examples` records of `split` holding it, in record order (so every process of a
+  run gets the same numbers). Returns float32 `(mean [D], std [D], frames counted)`.
+
+  Raises ValueError naming the dataset, split and key when no record has a valid frame of it.
+  """
+  field = schema.FIELDS_BY_NAME.get(key)
+  if field is None or field.mask is None:
+    raise ValueError(f"feature_stats: {key!r} is not a schema field with a mask")
+  info = records.DatasetInfo.load(data_dir)
+  total = total_sq = None
+  count = seen = 0
+  for path in info.shard_paths(data_dir, split):
+    for i, data in enumerate(records.read_shard(path)):
+      ex = records.decode_example(data, source=f"{path} record {i}")
+      if key not in ex:
+        continue
+      x = np.asarray(ex[key], np.float64)[np.asarray(ex[field.mask], bool)]
+      total = x.sum(0) if total is None else total + x.sum(0)
+      total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
+      count, seen = count + x.shape[0], seen + 1
+      if seen >= max_examples:
+        break
+    if seen >= max_examples:
+      break
+  if not count:
+    raise ValueError(f"{data_dir}: no record of split {split!r} has a valid frame of {key!r} "
+                     f"(needed for its feature statistics)")
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+  return mean.astype(np.float32), std.astype(np.float32), count

@@ -19,7 +19,11 @@ Departures from the spec: (1) the timestep MLP keeps the torch-default init (MMA
 MMAudio; parameters and results are the same); (3) `sync_source='video_features'` (flowav-demo,
 no sync encoder) feeds the video features to the sync branch at the video rate, without the
 per-segment position table; 'none' drops the sync branch (`c_a = c_g`); (4) `caption_source=
-'text_ids'` embeds UTF-8 byte ids with a learned table instead of reading T5 states.
+'text_ids'` embeds UTF-8 byte ids with a learned table instead of reading T5 states; (5) the
+`demo` variant standardises its video features with the training split's statistics
+(`video_norm`) and also adds the frame-aligned sync projection to the audio tokens
+(`sync_to_input`): without them a demo run left the sync path unused (its loss did not change when
+the video was shifted by 0.4 s), so it learned no onset timing.
 """
 
 from __future__ import annotations
@@ -75,6 +79,12 @@ class AudioGenOmniConfig:
   caption_source: str = "text_embeddings"  # CAPTION_SOURCES
   lyrics_key: str = "lyric_ids"  # LYRICS_KEYS ('none': no lyrics stream, no LT encoder)
   global_fusion: str = "concat"  # 'concat': MLP([e_t,p_v,p_t,e_s,e_d]); 'sum': e_t + MLP(sum)
+  # Not in the spec, for features that are not normalised like CLIP's (flowav-demo's): standardise
+  # the video features per channel with the training data's statistics (nn.FeatureNorm, set when a
+  # run starts), and add the frame-aligned sync projection S to the audio tokens at the input as
+  # well as through AdaLN. Without them the demo's sync path stays unused (no onset timing).
+  video_norm: bool = False
+  sync_to_input: bool = False
   rope_theta: float = 10000.0
   remat_policy: str = "none"
   dtype: str | None = None  # matmul input dtype, e.g. 'bfloat16'; None = float32
@@ -99,6 +109,9 @@ class AudioGenOmniConfig:
     for name in ("audio_kernel", "sync_kernel", "conv_kernel", "final_kernel"):
       if getattr(self, name) % 2 == 0:
         raise ValueError(f"AudioGenOmniConfig: {name}={getattr(self, name)} must be odd")
+    if self.sync_to_input and self.sync_source == "none":
+      raise ValueError("AudioGenOmniConfig: sync_to_input=True needs a sync branch (sync_source "
+                       "is 'none')")
     if self.dtype is not None:
       jnp.dtype(self.dtype)  # Raises TypeError on an unknown name.
 
@@ -135,7 +148,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     audio_channels=80, audio_rate=_DEMO_RATE, video_dim=256, video_rate=25.0, text_dim=64,
     width=128, num_heads=4, joint_depth=2, single_depth=2, sync_source="video_features",
     caption_source="text_ids", lyrics_key="transcript_ids", lyric_vocab=40, lyric_blocks=2,
-    ffn_multiple_of=64, time_table=64, time_freq_dim=128, audio_kernel=3),
+    ffn_multiple_of=64, time_table=64, time_freq_dim=128, audio_kernel=3, video_norm=True,
+    sync_to_input=True),
 }
 
 
@@ -193,6 +207,7 @@ class AudioGenOmni(nnx.Module):
     self.audio_proj = blocks.StreamProj(cfg.audio_channels, d, hidden, kernel_size=cfg.audio_kernel,
                                         first_kernel=cfg.audio_kernel, in_axis="channels",
                                         dtype=dtype, rngs=rngs)
+    self.video_norm = nnx.data(nn.FeatureNorm(cfg.video_dim) if cfg.video_norm else None)
     self.video_proj = blocks.StreamProj(cfg.video_dim, d, hidden, kernel_size=cfg.conv_kernel,
                                         dtype=dtype, rngs=rngs)
     self.text_proj = blocks.StreamProj(cfg.text_dim, d, hidden, kernel_size=None, dtype=dtype,
@@ -255,6 +270,8 @@ class AudioGenOmni(nnx.Module):
                        f"expected [B, T_a]")
     size, num_frames = audio_mask.shape
     video, video_mask = _features(batch, "video_features", "video_mask", cfg.video_dim, size)
+    if self.video_norm is not None:
+      video = self.video_norm(video, video_mask)
     video_tokens = self.video_proj(video, video_mask)
     cond = {"audio_mask": audio_mask, "video": video_tokens, "video_mask": video_mask,
             "video_pool": self.video_pool(blocks.masked_mean(video_tokens, video_mask))}
@@ -292,6 +309,11 @@ class AudioGenOmni(nnx.Module):
       seconds = jnp.broadcast_to(jnp.asarray(batch[key], jnp.float32), (size,))
       cond[name] = embed(jnp.clip(jnp.floor(seconds), 0, table).astype(jnp.int32))
     return cond
+
+  def feature_norms(self) -> dict[str, nn.FeatureNorm]:
+    """Batch key -> the FeatureNorm a new run fits to its training data (empty without
+    `video_norm`)."""
+    return {} if self.video_norm is None else {"video_features": self.video_norm}
 
   def drop_conditions(self, cond: Cond, key: jax.Array, *, p_video: float = 0.1,
                       p_caption: float = 0.1, p_lyrics: float = 0.1) -> Cond:
@@ -374,6 +396,8 @@ class AudioGenOmni(nnx.Module):
     (video, text), masks, positions, rope_masks = self.streams(cond)
     audio_mask = cond["audio_mask"]
     audio = self.audio_proj(x_t.astype(dtype), audio_mask).astype(dtype)
+    if cfg.sync_to_input and self.sync_proj is not None:  # masked / dropped frames add nothing
+      audio = audio + jnp.where(cond["sync_mask"][..., None], cond["sync"], 0).astype(dtype)
     carry = (audio, video.astype(dtype), text.astype(dtype))
     carry = self.joint_blocks(carry, c_a, c_g, masks, positions, rope_masks)
     audio = self.last_joint(carry, c_a, c_g, masks, positions, rope_masks)[0]

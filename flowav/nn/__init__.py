@@ -20,13 +20,14 @@ from flowav.nn.embeddings import (
 )
 from flowav.nn.linear import Dense, torch_uniform_init
 from flowav.nn.mlp import Mlp, SwiGLU
-from flowav.nn.norm import LayerNorm, RMSNorm
+from flowav.nn.norm import FeatureNorm, LayerNorm, RMSNorm
 from flowav.nn.rope import RopeConfig, apply_rope, rope_frequencies, time_positions
 from flowav.nn.stack import Stack
 
 __all__ = [
   "AdaLNModulation", "Attention", "Constant", "Conv1d", "ConvNeXtV2Block", "ConvSwiGLU", "Dense",
-  "Embed", "FourierFeatures", "GlobalResponseNorm", "JointAttention", "LayerNorm", "Mlp", "RMSNorm",
+  "Embed", "FeatureNorm", "FourierFeatures", "GlobalResponseNorm", "JointAttention", "LayerNorm",
+  "Mlp", "RMSNorm",
   "RopeConfig", "Stack", "SwiGLU", "TimestepEmbedder", "apply_rope", "attention_weights",
   "depthwise_conv1d", "dot_product_attention", "gate", "mask_frames", "modulate",
   "rope_frequencies", "time_positions", "timestep_sinusoidal", "torch_uniform_init",

@@ -190,7 +190,7 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
   ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
   latest = ckpt.latest_step()
   if latest is None:
-    state = rt.init_state()
+    state = rt.init_state(runtime.data_feature_stats(config))
     logging.info("Initialised a new run in %s", workdir)
   else:
     state, _ = ckpt.restore(latest, rt.abstract_state, meta)

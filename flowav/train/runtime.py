@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from flowav import models
@@ -54,17 +55,46 @@ class Runtime:
   state_shardings: Any
   meta: dict[str, Any]
 
-  def init_state(self) -> TrainState:
-    """Fresh parameters, optimizer and EMA, created directly with their shardings."""
+  def init_state(self, feature_stats: FeatureStats | None = None) -> TrainState:
+    """Fresh parameters, optimizer and EMA, created directly with their shardings;
+    `feature_stats` (from `data_feature_stats`) sets the model's `nn.FeatureNorm`s."""
     init = jax.jit(_init_fn(self.config, self.tx), out_shardings=self.state_shardings)
     with jax.set_mesh(self.mesh):
-      return init(jax.random.key(int(self.config.train.seed)))
+      return init(jax.random.key(int(self.config.train.seed)), feature_stats or {})
+
+
+# Batch key -> (mean [D], std [D]) for the model's FeatureNorms.
+FeatureStats = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def feature_norm_keys(config: mlc.ConfigDict) -> tuple[str, ...]:
+  """The batch keys whose statistics the model standardises with (`model.feature_norms()`)."""
+  model = nnx.eval_shape(lambda: build_model(config))
+  return tuple(model.feature_norms()) if hasattr(model, "feature_norms") else ()
+
+
+def data_feature_stats(config: mlc.ConfigDict) -> FeatureStats:
+  """Statistics of the training split for every key in `feature_norm_keys` (empty if none);
+  identical on every process (record order)."""
+  out = {}
+  for key in feature_norm_keys(config):
+    mean, std, frames = pipeline.feature_stats(str(config.data.dir), str(config.data.train_split),
+                                               key)
+    logging.info("Standardising %s with statistics of %d %s frames of %s", key, frames,
+                 config.data.train_split, config.data.dir)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+      raise ValueError(f"{config.data.dir}: {key!r} of split {config.data.train_split!r} has "
+                       f"non-finite values (its statistics are not finite)")
+    out[key] = (mean, std)
+  return out
 
 
 def _init_fn(config: mlc.ConfigDict, tx: Any):
-  def init(key: jax.Array) -> TrainState:
+  def init(key: jax.Array, feature_stats: FeatureStats | None = None) -> TrainState:
     k_model, k_state = jax.random.split(key)
     model = models.build_model(model_kwargs(config), rngs=nnx.Rngs(k_model))
+    for name, (mean, std) in (feature_stats or {}).items():
+      model.feature_norms()[name].set_stats(mean, std)
     _, params, rest = split_model(model)
     ema = params if float(config.train.ema_decay) > 0 else None
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,

@@ -205,6 +205,7 @@ def test_lengths_read_sync_and_text_widths_from_the_dataset_info():
     splits={}), 2.0, 4).sync == 0
 
 
+@pytest.mark.slow  # ~20 s; `make test` stays under 10 minutes
 def test_audiogen_omni_reads_the_sync_and_text_embedding_streams():
   """The model's paper-style inputs (sync features, T5 states) arrive from the pipeline: changing
   the sync features inside the window changes the velocity."""
@@ -231,3 +232,23 @@ def test_audiogen_omni_reads_the_sync_and_text_embedding_streams():
   v1 = model(x, t, model.conditions(batch))
   batch["text_embeddings"] = batch["text_embeddings"].at[:, 3:].set(7.0)  # masked: no effect
   np.testing.assert_allclose(model(x, t, model.conditions(batch)), v1, atol=1e-6)
+
+
+def test_feature_stats_match_numpy_over_the_valid_frames(tiny_demo):
+  info = records.DatasetInfo.load(str(tiny_demo))
+  frames = []
+  for path in info.shard_paths(str(tiny_demo), "train"):
+    for data in records.read_shard(path):
+      ex = records.decode_example(data, source="test")
+      frames.append(np.asarray(ex["video_features"])[np.asarray(ex["video_mask"], bool)])
+  want = np.concatenate(frames).astype(np.float64)
+  mean, std, count = pipeline.feature_stats(str(tiny_demo), "train", "video_features")
+  assert count == want.shape[0] and mean.shape == (want.shape[1],)
+  np.testing.assert_allclose(mean, want.mean(0), atol=1e-6)
+  np.testing.assert_allclose(std, want.std(0), atol=1e-5)
+  _, _, first = pipeline.feature_stats(str(tiny_demo), "train", "video_features", max_examples=1)
+  assert first == frames[0].shape[0]
+  with pytest.raises(ValueError, match="not a schema field with a mask"):
+    pipeline.feature_stats(str(tiny_demo), "train", "no_such_key")
+  with pytest.raises(ValueError, match="sync_features"):  # the demo has no sync features
+    pipeline.feature_stats(str(tiny_demo), "train", "sync_features")

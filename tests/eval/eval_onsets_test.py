@@ -68,6 +68,7 @@ def test_onsets_at_other_sample_rates(sr):
   assert aggregate(results)["f1"] == 1.0
 
 
+@pytest.mark.slow  # ~20 s; `make test` stays under 10 minutes
 def test_onsets_survive_the_codec_round_trip():
   """Real-ish audio through mel encode -> Griffin-Lim decode keeps onset F1 >= 0.95."""
   codec = MelCodec()

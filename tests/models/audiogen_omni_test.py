@@ -483,3 +483,18 @@ def test_masked_mean_and_ffn_hidden():
   mask = jnp.asarray([[True, True, False], [False, False, False]])
   np.testing.assert_allclose(blocks.masked_mean(x, mask), [[2.0], [0.0]])
   assert blocks.ffn_hidden(1024, 256) == 2816 and blocks.ffn_hidden(448, 256) == 1280
+
+
+def test_sync_to_input_adds_the_sync_frames_to_the_audio_tokens():
+  on, off = tiny_model(sync_to_input=True), tiny_model()  # the option adds no parameters
+  batch = make_batch(on.cfg)
+  x = batch["audio_latents"]
+  forward = jit_method(on, velocity)
+  out_on, out_off = forward(batch, x, T3), jit_method(off, velocity)(batch, x, T3)
+  np.testing.assert_allclose(out_on[2], out_off[2], atol=1e-6)  # row 2 has no sync
+  assert _differs(out_on[0], out_off[0]) and _differs(out_on[1], out_off[1])
+  noisy = {**batch, "sync_features": batch["sync_features"].copy()}
+  noisy["sync_features"][2] = 5.0  # masked: adds nothing at the input either
+  np.testing.assert_allclose(forward(noisy, x, T3), out_on, atol=1e-6)
+  with pytest.raises(ValueError, match="sync_to_input"):
+    tiny_config(sync_source="none", sync_to_input=True)

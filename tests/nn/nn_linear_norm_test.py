@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowav.nn import Dense, LayerNorm, RMSNorm
+from flowav.nn import Dense, FeatureNorm, LayerNorm, RMSNorm
 
 
 def _x(seed=0, shape=(2, 3, 6)):
@@ -69,3 +69,21 @@ def test_rms_norm_matches_numpy():
   np.testing.assert_allclose(rms(jnp.asarray(x)), ref, atol=1e-5)
   with pytest.raises(ValueError, match="dim=6"):
     rms(jnp.ones((2, 4)))
+
+
+def test_feature_norm_standardises_with_set_statistics_and_is_not_trained():
+  norm = FeatureNorm(3)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3)), jnp.float32)
+  np.testing.assert_allclose(norm(x), x, atol=1e-7)  # identity until statistics are set
+  norm.set_stats([1.0, -2.0, 0.5], [2.0, 0.5, 0.0])
+  mask = jnp.asarray([[True] * 5, [True, True, False, False, False]])
+  out = np.asarray(norm(x, mask))
+  want = (np.asarray(x) - [1.0, -2.0, 0.5]) / [2.0, 0.5, 1e-3]  # std 0 is raised to min_std
+  np.testing.assert_allclose(out[0], want[0], rtol=1e-5)
+  np.testing.assert_allclose(out[1, :2], want[1, :2], rtol=1e-5)
+  np.testing.assert_array_equal(out[1, 2:], 0.0)  # invalid frames
+  assert not nnx.state(norm, nnx.Param)  # statistics are Constants, outside the optimizer's tree
+  with pytest.raises(ValueError, match="set_stats"):
+    norm.set_stats(np.zeros(4), np.ones(4))
+  with pytest.raises(ValueError, match="FeatureNorm"):
+    norm(jnp.zeros((1, 2, 4)))

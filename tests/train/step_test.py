@@ -88,6 +88,7 @@ def test_micro_batches_are_strided_and_cover_the_batch():
     step_lib._split_micro({"x": x}, 5)  # pylint: disable=protected-access
 
 
+@pytest.mark.slow  # ~20 s; `make test` stays under 10 minutes
 def test_gradient_accumulation_step_trains(setup):
   config, rt, _, _ = setup
   config = config.copy_and_resolve_references()
