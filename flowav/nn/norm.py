@@ -73,8 +73,8 @@ class FeatureNorm(nnx.Module):
   `(x - mean) / std`, zero on invalid frames; `[B, L, dim]` (+ mask `[B, L]`) -> float32.
 
   `mean` and `std` are `Constant`s (not trained, saved with the model): identity until a training
-  run sets them from its data (`set_stats`, done once when a run starts; see
-  `flowav.train.runtime.fit_feature_norms`). Small-valued channels that carry timing, such as
+  run sets them from its data (`set_stats`, done once when a run starts: see
+  `flowav.train.runtime.data_feature_stats`). Small-valued channels that carry timing, such as
   flowav-demo's frame-difference features (std 0.013 next to 0.2 for colour), then weigh as much as
   the rest from the first step.
   """
