@@ -12,7 +12,8 @@ Model FLOPs, counted analytically per block forward: 24·B·S·D² (q, k, v, out
 
 Measured side by side in one process, for float32 and for bfloat16 matmul inputs (float32
 parameters and accumulation; PyTorch: autocast to bfloat16):
-  * jax/block, jax/stack: the jitted step on one device;
+  * jax/block, jax/stack: the jitted step on one device; jax/stack/unrolled: the stack with
+    `unroll=depth` (the models' `scan_unroll`: one straight-line body, no while loop);
   * jax/stack/<rules> on --devices fake CPU devices (one mesh per rules table; the cores are
     shared, so this shows the cost of sharding, not a speed-up);
   * torch/block, torch/stack: the same blocks in PyTorch (`pip install -e '.[bench]'`).
@@ -73,9 +74,9 @@ class DiTBlock(nnx.Module):
 class DiTStack(nnx.Module):
   """`depth` DiTBlocks in one `flowav.nn.Stack` (stacked parameters, lax.scan)."""
 
-  def __init__(self, depth: int, *, dtype=None, rngs: nnx.Rngs):
+  def __init__(self, depth: int, *, dtype=None, unroll: int = 1, rngs: nnx.Rngs):
     self.blocks = fnn.Stack(lambda r: DiTBlock(WIDTH, HEADS, MLP_RATIO, dtype=dtype, rngs=r),
-                            depth, rngs=rngs)
+                            depth, rngs=rngs, unroll=unroll)
 
   def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
     return self.blocks(x, c)
@@ -96,13 +97,13 @@ def _median_time(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def time_jax(dtype, devices: list, table: str | None, depth: int) -> dict:
+def time_jax(dtype, devices: list, table: str | None, depth: int, unroll: int = 1) -> dict:
   """Median seconds of one jitted forward+backward, on `devices` under rules `table`.
 
-  depth 0: one DiTBlock; depth > 0: a DiTStack of `depth` blocks.
+  depth 0: one DiTBlock; depth > 0: a DiTStack of `depth` blocks, `unroll` per scan iteration.
   """
   model = (DiTBlock(WIDTH, HEADS, MLP_RATIO, dtype=dtype, rngs=nnx.Rngs(0)) if depth == 0 else
-           DiTStack(depth, dtype=dtype, rngs=nnx.Rngs(0)))
+           DiTStack(depth, dtype=dtype, unroll=unroll, rngs=nnx.Rngs(0)))
   graphdef, params = nnx.split(model)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((BATCH, TOKENS, WIDTH)), jnp.float32)
@@ -233,7 +234,9 @@ def main(argv):
   for name, dtype in (("float32", None), ("bfloat16", jnp.bfloat16)):
     bf16 = name == "bfloat16"
     arms = {"jax/block": time_jax(dtype, devices[:1], None, 0) | {"blocks": 1},
-            "jax/stack": time_jax(dtype, devices[:1], None, depth) | {"blocks": depth}}
+            "jax/stack": time_jax(dtype, devices[:1], None, depth) | {"blocks": depth},
+            "jax/stack/unrolled": (time_jax(dtype, devices[:1], None, depth, unroll=depth)
+                                   | {"blocks": depth})}
     for table in rules_lib.TABLES:
       try:
         arms[f"jax/stack/{table}"] = (time_jax(dtype, devices[:_DEVICES.value], table, depth)

@@ -73,6 +73,11 @@ class VSSFlowConfig:
   fourier_seed: int = 0
   xattn_rope_q_only: bool = True  # spec §2.4; False rotates video keys at their frame positions
   remat_policy: str = "none"
+  # Layers per loop iteration of the block stacks (nn.Stack's scan); parameters and checkpoints
+  # are the same for any value. Fully unrolled, a 4-block DiT train step took 20% less time on CPU
+  # in float32 and bfloat16 (benchmarks/train_speed.py) and the demo steps 7-14% less, but
+  # mmaudio_s sampling took 20% more (0.49 vs 0.41 s per evaluation): only `demo` sets it.
+  scan_unroll: int = 1
   dtype: str | None = None  # matmul input dtype, e.g. 'bfloat16'; None = float32
 
   def __post_init__(self):
@@ -114,7 +119,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     audio_channels=80, audio_rate=22050 / 256, video_dim=256, video_rate=25.0, ctx_dim=128,
     speaker_dim=80, phone_vocab=64, phone_dim=16, max_phones=64, max_frames=256, width=128,
     num_heads=4, head_dim=32, num_kv_heads=2, depth=4, ff_hidden=384, rope_dim=16,
-    fourier_freqs=32, **_DEMO_DP),
+    fourier_freqs=32, scan_unroll=4, **_DEMO_DP),
   # Spec §6 paper column (v1): 443.28 M DiT parameters (§2.6).
   "paper": dict(
     audio_channels=128, audio_rate=25.0, video_dim=768, video_rate=10.0, ctx_dim=768,
@@ -223,7 +228,8 @@ class VSSFlow(nnx.Module):
     self.time_embed = nn.TimestepEmbedder(2 * cfg.fourier_freqs, cfg.width, kind="fourier",
                                           fourier_seed=cfg.fourier_seed, dtype=dtype, rngs=rngs)
     self.blocks = nn.Stack(lambda r: DiTBlock(cfg, dtype=dtype, rngs=r), cfg.depth, rngs=rngs,
-                           remat_policy=cfg.remat_policy)
+                           remat_policy=cfg.remat_policy,
+                           unroll=cfg.scan_unroll)
     self.out_proj = nn.Dense(cfg.width, c_in, axes=("embed", "channels"), dtype=dtype, rngs=rngs)
     self.out_conv = nn.Dense(c_in, c_in, axes=(None, "channels"), dtype=dtype, rngs=rngs)
     self.duration_predictor = DurationPredictor(

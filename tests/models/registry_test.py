@@ -54,3 +54,42 @@ def test_errors_name_the_bad_entry_and_list_the_valid_ones():
     model_config({"name": "vssflow", "variant": "tiny", "num_kv_heads": 3})
   with pytest.raises(ValueError, match="width=0"):
     model_config({"name": "vssflow", "variant": "tiny", "width": 0})
+
+
+def _vssflow_velocity(model, batch, x, t):
+  return model(x, t, model.conditions(batch))
+
+
+@pytest.mark.parametrize("name", ["vssflow", "audiogen_omni"])
+def test_scan_unroll_changes_the_loop_not_the_model(name):
+  """`scan_unroll` (the demo variants unroll their block stacks) keeps the parameters (so
+  checkpoints stay interchangeable), the velocity and its gradients."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  if name == "vssflow":
+    from tests.models import vssflow_testlib as lib  # pylint: disable=g-import-not-at-top
+    looped, unrolled = lib.tiny_model(), lib.tiny_model(scan_unroll=2)
+    velocity = _vssflow_velocity
+  else:
+    from tests.models import audiogen_omni_testlib as lib  # pylint: disable=g-import-not-at-top
+    looped, unrolled = lib.tiny_model(), lib.tiny_model(scan_unroll=2)
+    velocity = lib.velocity
+  stacks = ("blocks",) if name == "vssflow" else ("joint_blocks", "single_blocks")
+  assert [getattr(unrolled, s).unroll for s in stacks] == [2] * len(stacks)
+  assert [getattr(looped, s).unroll for s in stacks] == [1] * len(stacks)
+  batch = lib.make_batch(looped.cfg)
+  x = np.asarray(batch["audio_latents"])
+  t = np.array([0.2, 0.5, 0.8], np.float32)
+  params = [nnx.state(m, nnx.Param) for m in (looped, unrolled)]
+  jax.tree.map(np.testing.assert_array_equal, *params)
+
+  def loss_and_grad(model):
+    graphdef, state = nnx.split(model)
+    loss = lambda s: jax.numpy.mean(velocity(nnx.merge(graphdef, s), batch, x, t) ** 2)
+    return jax.jit(jax.value_and_grad(loss))(state)
+
+  (loss_a, grad_a), (loss_b, grad_b) = loss_and_grad(looped), loss_and_grad(unrolled)
+  assert float(loss_a) > 0
+  np.testing.assert_allclose(loss_b, loss_a, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6), grad_a, grad_b)

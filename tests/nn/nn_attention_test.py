@@ -79,6 +79,51 @@ def test_fully_masked_rows_are_zero_with_finite_grads():
   assert all(np.all(np.isfinite(g)) for g in grads)
 
 
+def _plain_attention(q, k, v, mask=None, bias=None):
+  """Textbook MHA in jnp, differentiated by autodiff: the reference for the hand-written VJP."""
+  groups = q.shape[2] // k.shape[2]
+  k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  if bias is not None:
+    logits = logits + bias
+  if mask is not None:
+    logits = jnp.where(mask[:, None, None, :], logits, -1e30)
+  return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+
+
+@pytest.mark.parametrize("with_mask,with_bias", [(False, False), (True, False), (False, True),
+                                                 (True, True)])
+def test_gradients_match_autodiff_of_plain_attention(with_mask, with_bias):
+  q, k, v = _normal(0, (2, 5, 4, 8)), _normal(1, (2, 6, 2, 8)), _normal(2, (2, 6, 2, 8))
+  mask = jnp.asarray([[1, 1, 0, 1, 1, 1], [1, 0, 0, 0, 1, 1]], bool) if with_mask else None
+  bias = _normal(3, (1, 4, 5, 6)) if with_bias else None
+  cotangent = _normal(4, (2, 5, 4, 8))
+
+  def grads(fn):
+    loss = lambda q, k, v, b: jnp.sum(fn(q, k, v, mask, b) * cotangent)
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3) if with_bias else (0, 1, 2)))(
+      q, k, v, bias)
+
+  ours = grads(lambda q, k, v, m, b: eager_attention(q, k, v, key_mask=m, bias=b))
+  for got, want in zip(ours, grads(_plain_attention), strict=True):
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+
+
+def test_bfloat16_gradients_stay_close_to_float32():
+  """bf16 q/k/v: the backward matmuls take bf16 inputs (float32 accumulation), like the forward."""
+  q, k, v = _normal(0, (2, 9, 4, 16)), _normal(1, (2, 11, 2, 16)), _normal(2, (2, 11, 2, 16))
+  mask = jnp.asarray([[1] * 11, [1] * 6 + [0] * 5], bool)
+  cotangent = _normal(4, (2, 9, 4, 16))
+  loss = lambda q, k, v: jnp.sum(eager_attention(q, k, v, key_mask=mask).astype(jnp.float32)
+                                 * cotangent)
+  want = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+  got = jax.grad(loss, argnums=(0, 1, 2))(*(a.astype(jnp.bfloat16) for a in (q, k, v)))
+  for g, w in zip(got, want, strict=True):
+    assert g.dtype == jnp.bfloat16
+    err = np.linalg.norm(np.asarray(g, np.float32) - w) / np.linalg.norm(w)
+    assert err < 2e-2, err
+
+
 def test_neg_inf_bias_equals_mask_and_bias_adds_to_logits():
   q, k, v = _normal(0, (1, 3, 2, 4)), _normal(1, (1, 5, 2, 4)), _normal(2, (1, 5, 2, 4))
   mask = jnp.asarray([[1, 0, 1, 1, 0]], bool)
