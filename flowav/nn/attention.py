@@ -49,8 +49,6 @@ def _grouped_layout(q: jax.Array, k: jax.Array, key_mask: jax.Array | None,
   The G = H / Hk query heads that share a KV head are folded into the query axis:
   q -> `[B, Hk, G*Lq, Dh]` (already scaled), k -> `[B, Hk, Lk, Dh]`, bias -> `[b, h, G*Lq, Lk]`,
   mask -> `[B, 1, 1, Lk]` float (1 = attend). Query head h is (kv head h // G, group h % G).
-  A missing bias or mask stays None: a dummy one would cost an add, a select and (backward) a
-  reduction over the whole `[B, H, Lq, Lk]` logits that XLA cannot drop inside a scanned stack.
   """
   batch, lq, heads, lk, kv_heads = _check(q, k, None)
   groups = heads // kv_heads
@@ -58,8 +56,9 @@ def _grouped_layout(q: jax.Array, k: jax.Array, key_mask: jax.Array | None,
   qg = q.reshape(batch, lq, kv_heads, groups, q.shape[-1]).transpose(0, 2, 3, 1, 4)
   qg = qg.reshape(batch, kv_heads, groups * lq, q.shape[-1]) * jnp.asarray(scale, q.dtype)
   kg = k.transpose(0, 2, 1, 3)
-  bias_g = None
-  if bias is not None:
+  if bias is None:
+    bias_g = jnp.zeros((1, 1, 1, 1), jnp.float32)
+  else:
     bias = jnp.asarray(bias, jnp.float32)
     if bias.ndim > 4:
       raise ValueError(f"dot_product_attention: bias has {bias.ndim} dims, at most 4 allowed")
@@ -76,8 +75,9 @@ def _grouped_layout(q: jax.Array, k: jax.Array, key_mask: jax.Array | None,
       bias_g = bias_g.reshape(b, 1, groups * lq, lk)
     else:
       bias_g = bias.reshape(b, kv_heads, groups * lq, lk)
-  mask_g = None
-  if key_mask is not None:
+  if key_mask is None:
+    mask_g = jnp.ones((1, 1, 1, 1), jnp.float32)
+  else:
     if key_mask.shape != (batch, lk):
       raise ValueError(
         f"dot_product_attention: key_mask shape {key_mask.shape} != [B, Lk]=({batch}, {lk})")
@@ -87,17 +87,11 @@ def _grouped_layout(q: jax.Array, k: jax.Array, key_mask: jax.Array | None,
 
 def _softmax_weights(qg, kg, bias_g, mask_g):
   """Masked softmax `[B, Hk, G*Lq, Lk]` float32; all-masked rows are all zero."""
-  logits = jnp.einsum("bhqd,bhkd->bhqk", qg, kg, preferred_element_type=jnp.float32)
-  if bias_g is not None:
-    logits = logits + bias_g
-  if mask_g is not None:
-    logits = jnp.where(mask_g > 0, logits, _MASK_VALUE)
+  logits = jnp.einsum("bhqd,bhkd->bhqk", qg, kg, preferred_element_type=jnp.float32) + bias_g
+  logits = jnp.where(mask_g > 0, logits, _MASK_VALUE)
   row_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-  if bias_g is not None or mask_g is not None:  # Rows may be all -inf (bias) or all masked.
-    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-  e = jnp.exp(logits - row_max)
-  if mask_g is not None:
-    e = e * mask_g
+  row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+  e = jnp.exp(logits - row_max) * mask_g
   denom = jnp.sum(e, axis=-1, keepdims=True)
   return e / jnp.where(denom > 0, denom, 1.0)
 
@@ -118,25 +112,18 @@ def _attend_fwd(qg, kg, vg, bias_g, mask_g):
 
 def _attend_bwd(res, d_out):
   """The softmax-attention backward written out: five matmul-shaped ops in the forward's layout
-  (XLA:CPU's autodiff of the same graph runs several times slower). The matmuls take inputs in
-  the forward's compute dtype (v's) with float32 accumulation, as the forward does: upcasting the
-  bfloat16 q, k, v residuals instead makes XLA convert whole stacked residuals to float32."""
+  (XLA:CPU's autodiff of the same graph runs several times slower)."""
   qg, kg, vg, bias_g, mask_g, w = res
-  cd = vg.dtype
-  d_out = d_out.astype(cd)
-  f32 = jnp.float32
-  d_v = jnp.einsum("bhqk,bhqd->bhkd", w.astype(cd), d_out, preferred_element_type=f32)
-  d_w = jnp.einsum("bhqd,bhkd->bhqk", d_out, vg, preferred_element_type=f32)
+  d_out = d_out.astype(jnp.float32)
+  d_v = jnp.einsum("bhqk,bhqd->bhkd", w, d_out).astype(vg.dtype)
+  d_w = jnp.einsum("bhqd,bhkd->bhqk", d_out, vg.astype(jnp.float32))
   d_logits = w * (d_w - jnp.sum(d_w * w, axis=-1, keepdims=True))
-  d_logits_c = d_logits.astype(cd)
-  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_logits_c, kg.astype(cd), preferred_element_type=f32)
-  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_logits_c, qg.astype(cd), preferred_element_type=f32)
-  d_bias = None
-  if bias_g is not None:  # Reduce the logits cotangent onto the (broadcast) bias shape.
-    axes = tuple(i for i, n in enumerate(bias_g.shape) if n == 1 and d_logits.shape[i] != 1)
-    d_bias = jnp.sum(d_logits, axis=axes, keepdims=True).astype(bias_g.dtype)
-  d_mask = None if mask_g is None else jnp.zeros_like(mask_g)
-  return (d_q.astype(qg.dtype), d_k.astype(kg.dtype), d_v.astype(vg.dtype), d_bias, d_mask)
+  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_logits, kg.astype(jnp.float32)).astype(qg.dtype)
+  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_logits, qg.astype(jnp.float32)).astype(kg.dtype)
+  # Reduce the logits cotangent onto the (broadcast) bias shape.
+  axes = tuple(i for i, n in enumerate(bias_g.shape) if n == 1 and d_logits.shape[i] != 1)
+  d_bias = jnp.sum(d_logits, axis=axes, keepdims=True).astype(bias_g.dtype)
+  return d_q, d_k, d_v, d_bias, jnp.zeros_like(mask_g)
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
