@@ -20,7 +20,10 @@ parameters and accumulation; PyTorch: autocast to bfloat16):
 Also `tiny`: steps/s of the real VSSFlow train step (configs/vssflow.py:tiny, optimizer and EMA
 included) on one device, FLOPs as counted by XLA's cost analysis.
 
-  python benchmarks/train_speed.py [--devices=2] [--repeats=20] [--depth=4]
+  python benchmarks/train_speed.py [--devices=2] [--repeats=20] [--depth=4] [--reuse_host_memory]
+With glibc's defaults XLA:CPU page-faults each step's temporary buffer (> 32 MiB here) in again;
+--reuse_host_memory runs both libraries under flowav.host_memory's malloc settings instead
+(recorded as machine.host_malloc; results/train_speed_cpu_reuse_host_memory.json).
 Writes benchmarks/results/train_speed_<backend>.json with the CPU model and flags.
 """
 
@@ -41,6 +44,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
+from flowav import host_memory
 from flowav import nn as fnn
 from flowav.parallel import mesh as mesh_lib
 from flowav.parallel import rules as rules_lib
@@ -50,6 +54,9 @@ _DEVICES = flags.DEFINE_integer("devices", 2, "Fake CPU devices for the rules-ta
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed iterations (median reported).")
 _OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
 _DEPTH = flags.DEFINE_integer("depth", 4, "Blocks in the scanned stack arms.")
+_REUSE_HOST_MEMORY = flags.DEFINE_bool(
+  "reuse_host_memory", False, "Run under flowav.host_memory's malloc settings (as "
+  "`python -m flowav.main --reuse_host_memory` does; they apply to both libraries).")
 
 WIDTH, HEADS, TOKENS, BATCH, MLP_RATIO = 448, 7, 391, 2, 4
 
@@ -225,6 +232,8 @@ def matmul_calibration(n: int = 2048) -> dict:
 
 def main(argv):
   del argv
+  if _REUSE_HOST_MEMORY.value:
+    host_memory.reuse_freed_host_memory()  # before anything large is allocated
   devices = jax.devices("cpu")
   if len(devices) < _DEVICES.value:
     raise app.UsageError(f"--devices={_DEVICES.value} but jax sees {len(devices)}: run with "
@@ -263,11 +272,13 @@ def main(argv):
     "results": rows, "tiny_vssflow_train_step": tiny,
     "matmul_2048_calibration": matmul_calibration(),
     "machine": {"cpu": machine.cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
-                "python": sys.version.split()[0], "xla_flags": os.environ.get("XLA_FLAGS", "")},
+                "python": sys.version.split()[0], "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                "host_malloc": host_memory.describe()},
     "date": time.strftime("%Y-%m-%d"),
   }
   out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
-                     f"train_speed_{jax.default_backend()}.json")
+                     f"train_speed_{jax.default_backend()}"
+                     f"{'_reuse_host_memory' if _REUSE_HOST_MEMORY.value else ''}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=1) + "\n")
   print(f"wrote {out}")

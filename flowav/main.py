@@ -24,6 +24,8 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from flowav import host_memory
+
 MODES = ("build_demo_data", "preprocess", "train", "sample", "eval", "export", "demo")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
@@ -46,6 +48,10 @@ _DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tin
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
                                   "train: resume even though the config changed.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+_REUSE_HOST_MEMORY = flags.DEFINE_bool(
+  "reuse_host_memory", False, "CPU runs of large models: keep freed host memory for reuse (glibc "
+  "malloc settings, flowav.host_memory), so a step whose XLA buffers exceed 32 MiB stops "
+  "page-faulting them in each time (MMAudio-S block: -15 to -20 %). Slows small models (demo).")
 _DISTRIBUTED = flags.DEFINE_enum(
   "distributed", "auto", ["auto", "cluster", "off"],
   "train: multi-process start-up. auto: from the flags below (or FLOWAV_COORDINATOR_ADDRESS, "
@@ -155,6 +161,8 @@ def main(argv) -> None:
   if len(argv) != 2 or argv[1] not in MODES:
     raise app.UsageError(f"usage: python -m flowav.main MODE [flags]; MODE is one of {MODES}")
   mode = argv[1]
+  if _REUSE_HOST_MEMORY.value:
+    logging.info("host memory: %s", host_memory.reuse_freed_host_memory())
   init_distributed(mode)
   if mode == "build_demo_data":
     build_demo_data(_require(_OUT, mode))
