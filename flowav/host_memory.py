@@ -11,7 +11,8 @@ threshold) gain nothing and lose: the single arena makes XLA's threads contend f
 So it is opt-in: for CPU runs of large models (`--reuse_host_memory`); GPU/TPU device memory is
 unaffected either way.
 
-All three settings are needed (each alone or in pairs was measured no better): one malloc arena
+Three settings (measured without each: one arena alone, arena + no trim, and the two thresholds
+without the single arena all left most faults in place): one malloc arena
 (XLA's worker threads otherwise allocate from per-thread arenas, whose heaps are capped at 64 MiB
 and fall back to mmap), no mmap for large blocks, and no trimming of the heap top. The cost: the
 process keeps its peak host memory until it exits instead of returning freed pages to the OS.
