@@ -3,19 +3,25 @@
 Why: XLA:CPU allocates each execution's temporary buffer with `malloc` and frees it at the end. A
 block larger than glibc's mmap threshold (at most 32 MiB by default) is mmapped fresh and unmapped
 on free, so every train step page-faults its whole temporary buffer in again. Measured on the
-MMAudio-S-shaped DiT block of benchmarks/train_speed.py (2-core AMD EPYC, float32): 12.6k minor
-page faults and 23 ms of system time per step, the step 95 ms; with `reuse_freed_host_memory()`
-~0 faults and 79 ms (bf16: 64 -> 53 ms). Small models (every temporary buffer under the dynamic
-threshold) gain nothing and lose: the single arena makes XLA's threads contend for malloc's lock
-(the VSSFlow `demo` train step went from 408 to 543 ms, PyTorch's bf16 block from 55.6 to 61.0 ms).
-So it is opt-in: for CPU runs of large models (`--reuse_host_memory`); GPU/TPU device memory is
-unaffected either way.
+MMAudio-S-shaped DiT block of benchmarks/train_speed.py (2-core AMD EPYC): 12.6k minor page faults
+and 23 ms of system time per step; float32 94 -> 79 ms, bfloat16 65 -> 52.5 ms with the settings
+below (PyTorch's block in the same process: 81-82 and 54 ms either way).
 
-Three settings (measured without each: one arena alone, arena + no trim, and the two thresholds
-without the single arena all left most faults in place): one malloc arena
-(XLA's worker threads otherwise allocate from per-thread arenas, whose heaps are capped at 64 MiB
-and fall back to mmap), no mmap for large blocks, and no trimming of the heap top. The cost: the
-process keeps its peak host memory until it exits instead of returning freed pages to the OS.
+Two glibc settings, no mmap for large blocks and no trimming of the heap top, keep freed blocks
+for the next step. They only reach blocks allocated from glibc's main arena: a thread other than
+the main one allocates from a per-thread arena, whose heaps are capped at 64 MiB, so a larger
+block falls back to mmap however the thresholds are set. JAX's CPU client runs single-device
+computations on a worker thread, so the third setting turns off its async dispatch
+(`jax_cpu_enable_async_dispatch`): they then run on the calling thread and allocate from the main
+arena. (Multi-device computations still run on worker threads; the settings help them less.)
+An earlier version forced one arena for all threads instead (`M_ARENA_MAX=1`); that removed the
+faults too but made XLA's threads contend for malloc's lock (VSSFlow `demo` step 408 -> 543 ms,
+PyTorch's bf16 block 55.6 -> 61.0 ms), which this version does not (demo step 448 vs 436 ms).
+
+The costs: the process keeps its peak host memory until it exits instead of returning freed pages
+to the OS, and the host no longer queues the next computation while one runs, which costs a model
+with a millisecond-scale step (the `tiny` model's 10 ms step measured 0-30 % slower). Hence opt-in
+(`--reuse_host_memory`), for CPU runs of large models; on GPU/TPU hosts it would only keep memory.
 Only glibc (Linux) has `mallopt`; elsewhere this does nothing and says so.
 """
 
@@ -24,12 +30,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+import jax
+
 # glibc's <malloc.h> parameter numbers.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
 # Large enough that no real allocation crosses it (mallopt takes an int).
 _NEVER = 2**31 - 1
+_ASYNC_DISPATCH = "jax_cpu_enable_async_dispatch"
 
 _applied: dict[str, int] | None = None
 
@@ -45,11 +53,17 @@ def _libc():
   return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
 
 
+def _backends_exist() -> bool:
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top  (no public API says this)
+  return bool(getattr(xla_bridge, "backends_are_initialized", lambda: False)())
+
+
 def reuse_freed_host_memory() -> dict[str, int] | None:
   """Sets glibc malloc to keep freed memory for reuse; returns the settings, None where unsupported.
 
-  Call it once, early (before JAX allocates much): it changes the whole process. Idempotent.
-  Raises RuntimeError if glibc rejects a setting (a changed glibc would otherwise go unnoticed).
+  Call it once, before JAX creates its CPU backend (the first `jax.devices()` or computation): it
+  changes the whole process. Idempotent. Raises RuntimeError if the backend already exists (its
+  dispatch mode is fixed then) or glibc rejects a setting (a changed glibc would go unnoticed).
   """
   global _applied
   if _applied is not None:
@@ -57,12 +71,16 @@ def reuse_freed_host_memory() -> dict[str, int] | None:
   libc = _libc()
   if libc is None:
     return None
-  settings = {"M_ARENA_MAX": (_M_ARENA_MAX, 1), "M_MMAP_THRESHOLD": (_M_MMAP_THRESHOLD, _NEVER),
+  if _backends_exist():
+    raise RuntimeError("reuse_freed_host_memory must run before JAX creates its backends (call it "
+                       "before the first jax.devices() or computation)")
+  settings = {"M_MMAP_THRESHOLD": (_M_MMAP_THRESHOLD, _NEVER),
               "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, _NEVER)}
   for name, (param, value) in settings.items():
     if libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) != 1:
       raise RuntimeError(f"reuse_freed_host_memory: glibc mallopt({name}, {value}) failed")
-  _applied = {name: value for name, (_, value) in settings.items()}
+  jax.config.update(_ASYNC_DISPATCH, False)
+  _applied = {name: value for name, (_, value) in settings.items()} | {_ASYNC_DISPATCH: 0}
   return _applied
 
 

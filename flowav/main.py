@@ -50,8 +50,9 @@ _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
 _REUSE_HOST_MEMORY = flags.DEFINE_bool(
   "reuse_host_memory", False, "CPU runs of large models: keep freed host memory for reuse (glibc "
-  "malloc settings, flowav.host_memory), so a step whose XLA buffers exceed 32 MiB stops "
-  "page-faulting them in each time (MMAudio-S block: -15 to -20 %). Slows small models (demo).")
+  "malloc settings and JAX CPU dispatch on the calling thread, flowav.host_memory), so a step whose "
+  "XLA buffers exceed 32 MiB stops page-faulting them in each time (MMAudio-S block: -15 to -20 %). "
+  "The process keeps its peak host memory until it exits.")
 _DISTRIBUTED = flags.DEFINE_enum(
   "distributed", "auto", ["auto", "cluster", "off"],
   "train: multi-process start-up. auto: from the flags below (or FLOWAV_COORDINATOR_ADDRESS, "

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 from absl import flags
@@ -10,6 +13,14 @@ from absl import flags
 flags.FLAGS.mark_as_parsed()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_main(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+  """Runs `python -m flowav.main ARGS --progress=false` from the repository, output captured."""
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  return subprocess.run([sys.executable, "-m", "flowav.main", *args, "--progress=false"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                        check=check)
 
 
 @pytest.fixture(scope="session")

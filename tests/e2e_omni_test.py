@@ -4,25 +4,20 @@ of user conditions (no video, caption only, lyrics, video + caption) -> eval, pl
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import REPO
+from tests.conftest import run_main
 
 pytestmark = pytest.mark.slow
 
 
 def _main(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
-  return subprocess.run([sys.executable, "-m", "flowav.main", *args, "--progress=false"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-                        check=check)
+  return run_main(*args, check=check, timeout=900)  # the tiny Omni model compiles more
 
 
 @pytest.fixture(scope="module")

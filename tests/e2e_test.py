@@ -4,25 +4,15 @@ plus the entry point's errors for bad input. One short training run is shared by
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import REPO
+from tests.conftest import run_main as _main
 
 pytestmark = pytest.mark.slow
-
-
-def _main(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
-  return subprocess.run([sys.executable, "-m", "flowav.main", *args, "--progress=false"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-                        check=check)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,6 @@ from typing import Any
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flowav import nn
 from flowav.models import audiogen_omni_blocks as blocks
@@ -45,6 +44,8 @@ SYNC_SOURCES = ("sync_features", "video_features", "none")
 CAPTION_SOURCES = ("text_embeddings", "text_ids")
 LYRICS_KEYS = ("lyric_ids", "transcript_ids", "none")
 GLOBAL_FUSIONS = ("concat", "sum")
+sync_indices = blocks.sync_indices  # re-exported: part of this module's API
+_features = blocks.batch_features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,38 +159,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def sync_indices(num_src: int, num_dst: int, src_rate: float, dst_rate: float) -> np.ndarray:
-  """Source frame of each target frame, torch `nearest-exact` in seconds (spec §2.3).
-
-  `src(j) = min(floor((j + 0.5) / dst_rate * src_rate), num_src - 1)`, int32 `[num_dst]`; e.g. 24/s
-  sync on 31.25 Hz audio: frame 125 (4.016 s) reads token 96.
-  """
-  if num_src <= 0:
-    raise ValueError(f"sync_indices: num_src={num_src} must be positive")
-  j = np.arange(num_dst, dtype=np.float64)
-  return np.minimum(np.floor((j + 0.5) * src_rate / dst_rate), num_src - 1).astype(np.int32)
-
-
-def _features(batch: Mapping[str, Any], key: str, mask_key: str, width: int, size: int,
-              dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
-  """`batch[key]` `[B, L(, width)]` and its mask, or one all-masked zero token if `key` is absent."""
-  if key not in batch:
-    shape = (size, 1) if width == 0 else (size, 1, width)
-    return jnp.zeros(shape, dtype), jnp.zeros((size, 1), bool)
-  if mask_key not in batch:
-    raise KeyError(f"AudioGenOmni: batch has {key!r} but not its mask {mask_key!r}")
-  x, mask = jnp.asarray(batch[key], dtype), jnp.asarray(batch[mask_key], bool)
-  rank = 2 if width == 0 else 3
-  if x.ndim != rank or x.shape[0] != size or (width and x.shape[-1] != width):
-    want = "[B, L]" if width == 0 else f"[B, L, {width}]"
-    raise ValueError(f"AudioGenOmni: batch[{key!r}] has shape {x.shape}, expected {want} with "
-                     f"B={size}")
-  if mask.shape != x.shape[:2]:
-    raise ValueError(f"AudioGenOmni: batch[{mask_key!r}] has shape {mask.shape}, expected "
-                     f"{x.shape[:2]} (the shape of {key!r})")
-  return x, mask
-
-
 class AudioGenOmni(nnx.Module):
   """The AudioGen-Omni velocity model (specs/audiogen_omni.md §2).
 
@@ -290,7 +259,7 @@ class AudioGenOmni(nnx.Module):
         if self.sync_pos is not None:  # the same 8 rows for every Synchformer segment
           rows = jnp.arange(sync.shape[1]) % cfg.sync_segment
           sync = sync + self.sync_pos[...][rows]
-      src = sync_indices(sync.shape[1], num_frames, cfg.sync_in[1], cfg.audio_rate)
+      src = blocks.sync_indices(sync.shape[1], num_frames, cfg.sync_in[1], cfg.audio_rate)
       cond["sync"] = self.sync_proj(sync, sync_mask)[:, src]
       cond["sync_mask"] = sync_mask[:, src]
     if cfg.caption_source == "text_ids":

@@ -1,5 +1,6 @@
-"""AudioGen-Omni building blocks (specs/audiogen_omni.md §2): stream projections, the lyrics
-encoder, the MM-DiT joint block, the audio-only single block and the final layer.
+"""AudioGen-Omni building blocks (specs/audiogen_omni.md §2): batch inputs and sync alignment,
+stream projections, the lyrics encoder, the MM-DiT joint block, the audio-only single block and the
+final layer.
 
 Layouts follow MMAudio (`model/networks.py`, `transformer_layers.py`): AdaLN `LN(x)(1+scale)+shift`
 with residual gates, per-stream weights, q/k/v with bias and per-head RMSNorm, output conv k3 and
@@ -10,12 +11,13 @@ before every conv (`nn.Conv1d(mask)`), so valid outputs never read padded values
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flowav import nn
 from flowav.parallel.sharding import constrain
@@ -23,6 +25,32 @@ from flowav.parallel.sharding import constrain
 _SEQ_AXES = ("act_batch", "act_len", "act_embed")
 XAVIER = nnx.initializers.xavier_uniform()
 ZERO = nnx.initializers.zeros_init()
+
+
+def sync_indices(num_src: int, num_dst: int, src_rate: float, dst_rate: float) -> np.ndarray:
+  """Source frame of each target frame, torch `nearest-exact` in seconds (spec §2.3), int32
+  `[num_dst]`."""
+  return nn.nearest_source_frames(num_src, num_dst, src_rate, dst_rate, centre=True)
+
+
+def batch_features(batch: Mapping[str, Any], key: str, mask_key: str, width: int, size: int,
+              dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
+  """`batch[key]` `[B, L(, width)]` and its mask, or one all-masked zero token if `key` is absent."""
+  if key not in batch:
+    shape = (size, 1) if width == 0 else (size, 1, width)
+    return jnp.zeros(shape, dtype), jnp.zeros((size, 1), bool)
+  if mask_key not in batch:
+    raise KeyError(f"AudioGenOmni: batch has {key!r} but not its mask {mask_key!r}")
+  x, mask = jnp.asarray(batch[key], dtype), jnp.asarray(batch[mask_key], bool)
+  rank = 2 if width == 0 else 3
+  if x.ndim != rank or x.shape[0] != size or (width and x.shape[-1] != width):
+    want = "[B, L]" if width == 0 else f"[B, L, {width}]"
+    raise ValueError(f"AudioGenOmni: batch[{key!r}] has shape {x.shape}, expected {want} with "
+                     f"B={size}")
+  if mask.shape != x.shape[:2]:
+    raise ValueError(f"AudioGenOmni: batch[{mask_key!r}] has shape {mask.shape}, expected "
+                     f"{x.shape[:2]} (the shape of {key!r})")
+  return x, mask
 
 
 def ffn_hidden(width: int, multiple_of: int) -> int:

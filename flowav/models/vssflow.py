@@ -132,15 +132,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def nearest_indices(num_src: int, num_dst: int, src_rate: float, dst_rate: float) -> np.ndarray:
-  """Source frame of each target frame, torch `mode='nearest'` on a shared time axis (spec §2.1).
-
-  `src(i) = min(floor(i * src_rate / dst_rate), num_src - 1)`, int32 `[num_dst]`; for equal-length
-  windows this is the spec's `floor(i * F / T)` (e.g. 10 -> 25 fps: frames 0, 1, 2 -> 0, 3 -> 1).
-  """
-  if num_src <= 0:
-    raise ValueError(f"nearest_indices: num_src={num_src} must be positive")
-  i = np.arange(num_dst, dtype=np.float64)
-  return np.minimum(np.floor(i * src_rate / dst_rate), num_src - 1).astype(np.int32)
+  """Source frame of each target frame, torch `mode='nearest'` (spec §2.1), int32 `[num_dst]`; for
+  equal-length windows the spec's `floor(i * F / T)`."""
+  return nn.nearest_source_frames(num_src, num_dst, src_rate, dst_rate, centre=False)
 
 
 def _check_width(x: jax.Array, ndim: int, width: int, what: str) -> None:

@@ -18,6 +18,7 @@ from flowav.nn.embeddings import (
   TimestepEmbedder,
   timestep_sinusoidal,
 )
+from flowav.nn.frames import nearest_source_frames
 from flowav.nn.linear import Dense, torch_uniform_init
 from flowav.nn.mlp import Mlp, SwiGLU
 from flowav.nn.norm import FeatureNorm, LayerNorm, RMSNorm
@@ -30,5 +31,6 @@ __all__ = [
   "Mlp", "RMSNorm",
   "RopeConfig", "Stack", "SwiGLU", "TimestepEmbedder", "apply_rope", "attention_weights",
   "depthwise_conv1d", "dot_product_attention", "gate", "mask_frames", "modulate",
-  "rope_frequencies", "time_positions", "timestep_sinusoidal", "torch_uniform_init",
+  "nearest_source_frames", "rope_frequencies", "time_positions", "timestep_sinusoidal",
+  "torch_uniform_init",
 ]
