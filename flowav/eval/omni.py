@@ -147,13 +147,16 @@ def song_pitch(run: generate.Run, clips: Sequence[inputs.Clip], seed: int, batch
   return out
 
 
-def _clips(run: generate.Run, subset: str, limit: int) -> list[inputs.Clip]:
+def heldout_by_subset(run: generate.Run, limit: int) -> dict[str, list[inputs.Clip]]:
+  """Up to `limit` held-out clips of each subset (by clip-id prefix), from one read of the split."""
   c = run.config
-  info = records.DatasetInfo.load(c.data.dir)
-  lengths = pipeline.config_lengths(info, c.data)
-  clips = [clip for clip in inputs.heldout_clips(c.data.dir, c.data.test_split, lengths)
-           if str(clip.example["clip_id"]).startswith(f"{subset}-")]
-  return clips[:limit]
+  lengths = pipeline.config_lengths(records.DatasetInfo.load(c.data.dir), c.data)
+  out: dict[str, list[inputs.Clip]] = {}
+  for clip in inputs.heldout_clips(c.data.dir, c.data.test_split, lengths):
+    subset, dash, _ = str(clip.example["clip_id"]).partition("-")  # flowav-demo: subset-split-i
+    if dash and len(out.setdefault(subset, [])) < limit:
+      out[subset].append(clip)
+  return out
 
 
 def evaluate_task(run: generate.Run, task: str, clips: Sequence[inputs.Clip],
@@ -180,12 +183,16 @@ def evaluate_task(run: generate.Run, task: str, clips: Sequence[inputs.Clip],
 
 
 def evaluate_tasks(run: generate.Run, workdir: pathlib.Path, *, num_clips: int, seed: int,
-                   tasks: Sequence[str] = tuple(TASKS)) -> dict[str, Any]:
-  """Every task in `tasks` (see the module docstring) on up to `num_clips` held-out clips each."""
+                   tasks: Sequence[str] = tuple(TASKS),
+                   heldout: Mapping[str, Sequence[inputs.Clip]] | None = None) -> dict[str, Any]:
+  """Every task in `tasks` (see the module docstring) on up to `num_clips` held-out clips each;
+  `heldout` (from `heldout_by_subset`) saves reading the split again."""
+  if heldout is None:
+    heldout = heldout_by_subset(run, num_clips)
   out: dict[str, Any] = {}
   for task in tasks:
     subset = TASKS[task][0]
-    clips = _clips(run, subset, num_clips)
+    clips = list(heldout.get(subset, ()))[:num_clips]
     if len(clips) < 2:
       out[task] = {"skipped": f"fewer than 2 held-out {subset!r} clips in {run.config.data.dir}"}
     else:
@@ -215,14 +222,17 @@ def headline(tasks: Mapping[str, Any]) -> dict[str, float]:
 
 
 def compare_dtypes(workdir: pathlib.Path, *, num_clips: int, seeds: Sequence[int],
-                   tasks: Sequence[str]) -> dict[str, Any]:
+                   tasks: Sequence[str],
+                   heldout: Mapping[str, Sequence[inputs.Clip]] | None = None) -> dict[str, Any]:
   """Headline numbers with float32 at every seed, and with bfloat16 matmul inputs at seeds[0];
   `within_spread[name]` says whether bf16 lies in [min, max] of the float32 seeds."""
   f32 = generate.load_run(workdir, dtype="float32")
-  runs = [headline(evaluate_tasks(f32, workdir, num_clips=num_clips, seed=s, tasks=tasks))
-          for s in seeds]
+  if heldout is None:
+    heldout = heldout_by_subset(f32, num_clips)
+  kw = dict(num_clips=num_clips, tasks=tasks, heldout=heldout)
+  runs = [headline(evaluate_tasks(f32, workdir, seed=s, **kw)) for s in seeds]
   bf16 = headline(evaluate_tasks(generate.load_run(workdir, dtype="bfloat16"), workdir,
-                                 num_clips=num_clips, seed=seeds[0], tasks=tasks))
+                                 seed=seeds[0], **kw))
   out: dict[str, Any] = {"seeds": list(seeds), "float32": runs, "bfloat16": bf16,
                          "within_spread": {}}
   for name, v in bf16.items():
@@ -246,12 +256,13 @@ def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
                             "weights": run.weights, "num_clips_per_task": n,
                             "sampler": {k: c.sample[k] for k in ("method", "num_steps",
                                                                  "cfg_scale")}}
-  result["tasks"] = evaluate_tasks(run, workdir, num_clips=n, seed=seed)
+  heldout = heldout_by_subset(run, n)
+  result["tasks"] = evaluate_tasks(run, workdir, num_clips=n, seed=seed, heldout=heldout)
   result["headline"] = headline(result["tasks"])
   if dtype_seeds > 1:
     result["dtype_comparison"] = compare_dtypes(
       workdir, num_clips=n, seeds=[seed + 1000 * i for i in range(dtype_seeds)],
-      tasks=("video_to_sound", "caption_to_sound"))
+      tasks=("video_to_sound", "caption_to_sound"), heldout=heldout)
   tmp = workdir / "eval.json.tmp"
   tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
   os.replace(tmp, workdir / "eval.json")
