@@ -88,6 +88,7 @@ def test_every_subset_lands_with_its_task_caption_and_streams(built):
   assert seen == set(TASK_OF)
 
 
+@pytest.mark.slow  # 25 s; keeps `make test` inside its 10 minutes
 def test_song_pitch_known_answer_and_codec_upper_bound(built):
   """Raw sung clips follow their melody (>= 90 % of voiced frames within 50 cents); through the
   codec and Griffin-Lim (the song upper bound) they still mostly do; another melody does not."""

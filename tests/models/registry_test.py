@@ -60,7 +60,9 @@ def _vssflow_velocity(model, batch, x, t):
   return model(x, t, model.conditions(batch))
 
 
-@pytest.mark.parametrize("name", ["vssflow", "audiogen_omni"])
+@pytest.mark.parametrize("name", [
+  "vssflow", pytest.param("audiogen_omni", marks=pytest.mark.slow),  # 23 s: in the slow tier
+])
 def test_scan_unroll_changes_the_loop_not_the_model(name):
   """`scan_unroll` (the demo variants unroll their block stacks) keeps the parameters (so
   checkpoints stay interchangeable), the velocity and its gradients."""
