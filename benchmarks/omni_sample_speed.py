@@ -11,7 +11,7 @@ measured in the same run (the machine's practical peak for that dtype), and the 
 MMAudio S-16k in PyTorch measured on this machine (the issue's numbers). Medians of `--repeats`.
 Writes benchmarks/results/omni_sample_speed_<backend>.json with the CPU model and XLA flags.
 
-  python benchmarks/omni_machine.py [--repeats=5] [--dtypes=float32,bfloat16]
+  python benchmarks/omni_sample_speed.py [--repeats=5] [--dtypes=float32,bfloat16]
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import sys
 import numpy as np
 import pytest
 
+from flowav.data.demo import forced_alignment, speech
 from flowav.data.demo import human_speech as hs
-from flowav.data.demo import speech
 from flowav.eval import lipsync
 
 pytestmark = [
@@ -85,7 +85,7 @@ def test_splits_are_disjoint_sorted_and_follow_the_corpus_rule():
   assert not (texts["train"] & texts["test"]) and not (texts["train"] & texts["validation"])
   assert _locate("auth-thankyou")[0] == _locate("privacy-thankyou")[0]
   # Excluded: digits in the text, a tone annotation, out-of-lexicon words, a typo; kept through
-  # EXTRA_LEXICON: "unmuted".
+  # forced_alignment.EXTRA_LEXICON: "unmuted".
   for name in ("conf-adminmenu", "beep", "spy-iax", "queue-periodic-announce"):
     with pytest.raises(KeyError):
       _locate(name)
@@ -147,7 +147,7 @@ def test_same_seed_same_bytes_and_alignment_independent_of_order():
   for other in hs.corpus("train")[:3]:
     hs.align(hs.prepared_prompt(other)[0], hs.SAMPLE_RATE, other.words)
   warm = hs.align(wav, hs.SAMPLE_RATE, prompt.words)
-  hs._decoder.cache_clear()
+  forced_alignment._decoder.cache_clear()
   assert hs.align(wav, hs.SAMPLE_RATE, prompt.words) == warm
 
 
@@ -210,4 +210,4 @@ def test_missing_data_and_packages_are_named(monkeypatch):
     hs.plain_prompts()
   monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import pocketsphinx -> ImportError
   with pytest.raises(ImportError, match="pip install pocketsphinx"):
-    hs._pocketsphinx()
+    forced_alignment._pocketsphinx()

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from flowav.data.demo import chorales, song, speech
+from flowav.data.demo import chorales, song, speech, sung_notes
 from flowav.eval import pitch
 
 SR, HOP, FPS, SIZE, SECONDS = 22050, 256, 25.0, 64, 4.0
@@ -139,21 +139,21 @@ def test_phones_follow_the_notes_and_the_mouth_opens_on_vowels(clips):
       mid = (start + end) / 2
       phone = next(p for p, s, e in spans if s <= mid < e)
       if syllable is None:  # a melisma note sings the vowel throughout
-        assert phone in song.VOWELS
-        assert all(p in song.VOWELS for p, s, e in spans if s < end - 0.02 and e > start + 0.02)
-    vowel_time = sum(e - s for p, s, e in spans if p in song.VOWELS)
+        assert phone in sung_notes.VOWELS
+        assert all(p in sung_notes.VOWELS for p, s, e in spans if s < end - 0.02 and e > start + 0.02)
+    vowel_time = sum(e - s for p, s, e in spans if p in sung_notes.VOWELS)
     sung = clip["truth"]["notes"][-1][2] - clip["truth"]["notes"][0][1]
     assert vowel_time > 0.5 * sung  # singing: vowels take most of the time
     mouth = clip["mouth_open"]
     t = (np.arange(len(mouth)) + 0.5) / FPS
-    in_vowel = np.array([any(p in song.VOWELS and s <= x < e for p, s, e in spans) for x in t])
+    in_vowel = np.array([any(p in sung_notes.VOWELS and s <= x < e for p, s, e in spans) for x in t])
     silent = np.array([any(p == "pau" and s <= x - 0.1 and x + 0.1 < e for p, s, e in spans)
                        for x in t])
     assert mouth[in_vowel].mean() > 0.4 and np.all(mouth[silent] < 0.05)
 
 
 def test_same_seed_same_clip_whatever_the_process_history(clips, voice_seeds):
-  song.read_syllable.cache_clear()  # the memo must not change the output
+  sung_notes.read_syllable.cache_clear()  # the memo must not change the output
   again = _clip(voice_seeds[0])
   clip = clips[0]
   assert again["wav"].tobytes() == clip["wav"].tobytes()
@@ -185,15 +185,15 @@ def test_sung_pitch_follows_the_melody(clips):
 
 
 def test_unpronounceable_syllables_are_read_as_words():
-  reading = song.read_syllable("willst", "slt")  # flite spells 'willst' letter by letter
+  reading = sung_notes.read_syllable("willst", "slt")  # flite spells 'willst' letter by letter
   assert reading.text != "willst" and reading.text.startswith("wil")
   assert len(reading.phones) <= len(reading.text) + 1
-  assert reading.phones[reading.nucleus] in song.VOWELS
-  assert song.read_syllable("Gott,", "slt").text == "gott"
+  assert reading.phones[reading.nucleus] in sung_notes.VOWELS
+  assert sung_notes.read_syllable("Gott,", "slt").text == "gott"
 
 
 def test_missing_flite_names_the_package(monkeypatch):
-  song.read_syllable.cache_clear()
+  sung_notes.read_syllable.cache_clear()
   monkeypatch.setenv("PATH", "/nonexistent")
   with pytest.raises(RuntimeError, match="apt-get install flite"):
-    song.read_syllable("la", "slt")
+    sung_notes.read_syllable("la", "slt")
