@@ -8,14 +8,14 @@ phrase into the voice's range (drawn among those that fit). A phrase too long fo
 faster when up to `_MAX_SPEEDUP` times the tempo completes it; otherwise it loses notes at the end
 (back to a word end where that keeps `MIN_SYLLABLES` syllables).
 
-Singing: flite runs as a separate program per note with a flat F0 target at the note's pitch
-(`int_f0_target_mean`, `int_f0_target_stddev=0`). As singers do, a note lengthens the vowel, not
-the consonants: the syllable is sung at 0.7 times flite's length (or shorter, to fit a short
-note), and its nucleus (the longest vowel) is cut at a third and at two thirds of its
-length; the middle is replaced by the middle of the same vowel from a second synthesis stretched
-to cover the rest of the note (10 ms crossfades at the joints). A melisma note (a note without its
-own syllable) continues the vowel at its own pitch: the syllable's onset is sung on its first note
-and its coda (the consonants after the vowel) on its last. Consecutive notes overlap by a 10 ms
+Singing (`sung_notes.py`): flite runs as a separate program per note with a flat F0 target at the
+note's pitch (`int_f0_target_mean`, `int_f0_target_stddev=0`). As singers do, a note lengthens the
+vowel, not the consonants: the syllable is sung at 0.7 times flite's length (or shorter, to fit a
+short note), and its nucleus (the longest vowel) is cut at a third and at two thirds of its length;
+the middle is replaced by the middle of the same vowel from a second synthesis stretched to cover
+the rest of the note (10 ms crossfades at the joints). A melisma note (a note without its own
+syllable) continues the vowel at its own pitch: the syllable's onset is sung on its first note and
+its coda (the consonants after the vowel) on its last. Consecutive notes overlap by a 10 ms
 raised-cosine crossfade. The lyrics are German, read by English voices: umlauts and eszett become
 ASCII letter pairs, other marks are dropped, and a syllable that flite would spell letter by letter
 (or reads without a vowel) loses letters at its ends until flite reads it as a word with a vowel.
