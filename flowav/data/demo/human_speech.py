@@ -48,7 +48,7 @@ import soundfile
 from flowav.audio.io import read_audio, resample
 from flowav.data.demo import AUDIO_SAMPLE_RATE, speech
 from flowav.data.demo.face import FaceStyle, draw_face
-from flowav.data.demo.forced_alignment import (  # noqa: F401 -- part of this subset's API
+from flowav.data.demo.forced_alignment import (
   ALIGN_RATE,
   ALIGNMENT,
   Alignment,
