@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import flax.nnx as nnx
@@ -14,10 +13,10 @@ import pytest
 
 from flowav.flow import timesteps
 from flowav.models import audiogen_omni as ag
-from flowav.parallel.rules import PARAM_AXES
 from flowav.train import step as step_lib
 from flowav.train.state import count_params, param_paths
 from tests.models.audiogen_omni_testlib import make_batch, tiny_model
+from tests.param_checks import check_golden_paths, check_param_names
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "audiogen_omni.txt"
 
@@ -50,25 +49,12 @@ def test_parameter_counts():  # §2 arithmetic, §6, §7.10 (eval_shape: nothing
 
 @pytest.mark.parametrize("variant", ["tiny", "demo"])
 def test_every_parameter_has_one_logical_name_per_dim(variant):
-  model = _abstract(variant)
-  for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-    names = var.get_metadata().get("out_sharding")
-    where = "/".join(map(str, path))
-    assert names is not None and len(names) == len(var.shape), where
-    assert all(n is None or n in PARAM_AXES for n in names), (where, names)
-    assert len([n for n in names if n]) == len({n for n in names if n}), (where, names)
+  assert check_param_names(_abstract(variant)) > 0
 
 
 def test_golden_parameter_paths():
   paths = param_paths(nnx.state(tiny_model(perturb=False), nnx.Param))
-  if os.environ.get("FLOWAV_UPDATE_GOLDEN"):
-    GOLDEN.write_text("\n".join(paths) + "\n")
-  golden = GOLDEN.read_text().split()
-  added, removed = sorted(set(paths) - set(golden)), sorted(set(golden) - set(paths))
-  assert not added and not removed, (
-    f"AudioGen-Omni parameter paths (checkpoint format) changed: added {added}, removed "
-    f"{removed}. If intended, regenerate {GOLDEN} with FLOWAV_UPDATE_GOLDEN=1.")
-  assert paths == golden
+  check_golden_paths(paths, GOLDEN, "AudioGen-Omni")
 
 
 @pytest.mark.slow  # ~25 s on the 2-core machine, almost all of it compiling the backward pass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import flax.nnx as nnx
@@ -14,7 +13,6 @@ import pytest
 from flowav.data import schema
 from flowav.models import vssflow
 from flowav.nn import Constant
-from flowav.parallel.rules import PARAM_AXES
 from flowav.train.state import count_params, param_paths
 from tests.models.vssflow_testlib import (
   NUM_FRAMES,
@@ -23,6 +21,7 @@ from tests.models.vssflow_testlib import (
   make_batch,
   tiny_model,
 )
+from tests.param_checks import check_golden_paths, check_param_names
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "vssflow.txt"
 T3 = np.array([0.1, 0.5, 0.9], np.float32)
@@ -332,21 +331,8 @@ def test_paper_parameter_count():  # §7.13, via eval_shape (nothing allocated)
 def test_every_parameter_has_one_logical_name_per_dim(variant):
   cfg = vssflow.VSSFlowConfig(**vssflow.VARIANTS[variant])
   model = nnx.eval_shape(lambda: vssflow.VSSFlow(cfg, rngs=nnx.Rngs(0)))
-  for path, var in nnx.to_flat_state(nnx.state(model, (nnx.Param, Constant))):
-    names = var.get_metadata().get("out_sharding")
-    where = "/".join(map(str, path))
-    assert names is not None and len(names) == len(var.shape), where
-    assert all(n is None or n in PARAM_AXES for n in names), (where, names)
-    assert len([n for n in names if n]) == len({n for n in names if n}), (where, names)
+  assert check_param_names(model, (nnx.Param, Constant)) > 0
 
 
 def test_golden_parameter_paths():
-  paths = param_paths(nnx.state(tiny_model(), nnx.Param))
-  if os.environ.get("FLOWAV_UPDATE_GOLDEN"):
-    GOLDEN.write_text("\n".join(paths) + "\n")
-  golden = GOLDEN.read_text().split()
-  added, removed = sorted(set(paths) - set(golden)), sorted(set(golden) - set(paths))
-  assert not added and not removed, (
-    f"VSSFlow parameter paths (checkpoint format) changed: added {added}, removed {removed}. "
-    f"If intended, regenerate {GOLDEN} with FLOWAV_UPDATE_GOLDEN=1.")
-  assert paths == golden
+  check_golden_paths(param_paths(nnx.state(tiny_model(), nnx.Param)), GOLDEN, "VSSFlow")

@@ -12,21 +12,7 @@ import numpy as np
 import pytest
 
 from flowav import nn
-from flowav.parallel.rules import PARAM_AXES
-
-
-def check_param_names(module: nnx.Module) -> int:
-  """Asserts each Param has `len(names) == ndim`, known names, no name twice; returns the count."""
-  flat = nnx.to_flat_state(nnx.state(module, nnx.Param))
-  for path, var in flat:
-    where = "/".join(map(str, path))
-    names = var.get_metadata().get("out_sharding")
-    assert names is not None, f"{where}: no sharding names"
-    assert len(names) == var.ndim, f"{where}: names {names} for shape {var.shape}"
-    assert all(n is None or n in PARAM_AXES for n in names), f"{where}: unknown name in {names}"
-    used = [n for n in names if n is not None]
-    assert len(used) == len(set(used)), f"{where}: a name repeats in {names}"
-  return len(flat)
+from tests.param_checks import check_param_names
 
 
 def _x(*shape):
