@@ -12,8 +12,8 @@ conditions (every other condition masked, as when absent at training):
   first, the ceiling. Lip sync (mouth-envelope correlation) vs another clip's video.
 - transcript_to_speech (flite speech, transcript only): WER, same control.
 - song (video + lyrics): pYIN pitch accuracy against the clip's melody vs the SAME audio against
-  another clip's melody; the model cannot hear the melody (the paper's song task conditions on
-  lyrics and video only), so its edge over the control is the voice's register, not the tune.
+  another clip's melody. The melody reaches the model only through the video's pitch guide (the
+  demo song clips' karaoke-style note display, `flowav.data.demo.face.draw_pitch_guide`).
 
 `compare_dtypes` samples the headline measures with float32 at several seeds and with bfloat16
 matmul inputs at the first seed: the bf16 path should fall within the float32 seeds' spread.

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from flowav.data.demo import chorales, song, speech, sung_notes
+from flowav.data.demo import chorales, face, song, speech, sung_notes, video_encoder
 from flowav.eval import pitch
 
 SR, HOP, FPS, SIZE, SECONDS = 22050, 256, 25.0, 64, 4.0
@@ -164,6 +164,31 @@ def test_same_seed_same_clip_whatever_the_process_history(clips, voice_seeds):
                               fps=FPS, frame_size=SIZE)
   assert other["truth"]["chorale"] == clip["truth"]["chorale"]  # index picks the phrase
   assert other["wav"].tobytes() != clip["wav"].tobytes()  # the seed draws voice/tempo/key
+
+
+def test_video_shows_the_melody(clips):
+  """The pitch guide: each frame's bar shows the note sounding at the frame's centre time, there is
+  no bar between notes, and the demo's video encoder keeps it: a linear read-out of the guide's grid
+  column, fitted on some clips' frames, gives the pitch of the other clips' frames."""
+  columns, midis = [], []
+  for clip in clips:
+    notes = clip["truth"]["notes"]
+    times = (np.arange(len(clip["frames"])) + 0.5) / FPS
+    want = np.array([next((n[0] for n in notes if n[1] <= t < n[2]), np.nan) for t in times])
+    shown = face.read_pitch_guide(clip["frames"])
+    np.testing.assert_array_equal(np.isnan(shown), np.isnan(want))
+    np.testing.assert_allclose(shown[~np.isnan(want)], want[~np.isnan(want)], atol=0.15)
+    grid = video_encoder.encode_frames(clip["frames"])[:, :192].reshape(-1, 8, 8, 3)
+    columns.append(grid[~np.isnan(want), :, 7].reshape(-1, 24))  # the guide's column
+    midis.append(want[~np.isnan(want)])
+  assert len({m for ms in midis for m in ms}) >= 8  # many different notes
+  fit_x, fit_y = np.concatenate(columns[:3]), np.concatenate(midis[:3])
+  test_x, test_y = np.concatenate(columns[3:]), np.concatenate(midis[3:])
+  design = lambda x: np.concatenate([x, np.ones((len(x), 1))], axis=1)  # noqa: E731
+  weights = np.linalg.lstsq(design(fit_x), fit_y, rcond=None)[0]
+  error = design(test_x) @ weights - test_y
+  assert np.sqrt(np.mean(error ** 2)) < 0.5, np.sqrt(np.mean(error ** 2))  # semitones
+  assert np.sqrt(np.mean((test_y - fit_y.mean()) ** 2)) > 2.0  # what a read-out blind to it misses
 
 
 def test_sung_pitch_follows_the_melody(clips):

@@ -1,4 +1,5 @@
-"""Raster drawing for the demo clips: anti-aliased ellipses, and the talking face of *speech*.
+"""Raster drawing for the demo clips: anti-aliased ellipses, the talking face of *speech*, and the
+pitch guide of *song*.
 
 Shapes are painted into float RGB images [H, W, 3] in [0, 255]. Anti-aliasing supersamples each
 pixel on an s x s grid inside the shape's bounding box only, so a small moving shape (a ball, a
@@ -120,3 +121,58 @@ def _blink_frames(num_frames: int, fps: float, rng: np.random.Generator) -> np.n
     closed[start:start + length] = True
     t += rng.uniform(1.5, 3.0)
   return closed
+
+
+# The pitch guide of the song clips: MIDI notes from the bottom to the top of the frame's strip.
+PITCH_GUIDE_MIDI = (40.0, 70.0)
+PITCH_GUIDE_PANEL = (28.0, 28.0, 36.0)
+PITCH_GUIDE_BAR = (255.0, 215.0, 0.0)
+
+
+def draw_pitch_guide(frames: np.ndarray, notes: list, fps: float,
+                     midi_range: tuple[float, float] = PITCH_GUIDE_MIDI) -> None:
+  """Paints a karaoke-style pitch guide (in place) into the right eighth of each frame: a dark
+  panel, and while a note sounds at the frame's centre time, a bar whose height gives its pitch.
+
+  The bar is anti-aliased in y and exactly one eighth of the frame high, the height of a block of
+  the video encoder's 8 x 8 grid: after area pooling it always spreads over two adjacent blocks in
+  shares linear in its position, so the pitch stays readable (a thinner bar inside one block would
+  look the same at several pitches).
+  Args:
+    frames: [T, S, S, 3] uint8 RGB, changed in place.
+    notes: [[midi, start_s, end_s, ...], ...] in clip time.
+    fps: frame rate.
+    midi_range: the MIDI pitches at the bottom and the top of the panel's scale.
+  """
+  size = frames.shape[1]
+  strip = slice(size - size // 8, size)
+  lo, hi = midi_range
+  half = size / 16  # the bar's half-height
+  rows = np.arange(size, dtype=np.float32)
+  times = (np.arange(len(frames)) + 0.5) / fps
+  for t, at in enumerate(times):
+    panel = np.empty((size, size // 8, 3), np.float32)
+    panel[:] = PITCH_GUIDE_PANEL
+    sounding = [n[0] for n in notes if n[1] <= at < n[2]]
+    if sounding:
+      centre = half + (hi - float(sounding[0])) / (hi - lo) * (size - 2 * half)
+      # The part of pixel row [r, r + 1) the bar [centre - half, centre + half) covers.
+      cover = np.clip(np.minimum(rows + 1, centre + half) - np.maximum(rows, centre - half), 0, 1)
+      a = cover[:, None, None]
+      panel = panel * (1 - a) + np.asarray(PITCH_GUIDE_BAR, np.float32) * a
+    frames[t, :, strip] = to_uint8(panel)
+
+
+def read_pitch_guide(frames: np.ndarray, midi_range: tuple[float, float] = PITCH_GUIDE_MIDI
+                     ) -> np.ndarray:
+  """The pitch each frame's guide shows, `[T]` float MIDI (NaN where no bar): the inverse of
+  `draw_pitch_guide`, from the bar's coverage per row (its blue channel is 0, the panel's is not)."""
+  size = frames.shape[1]
+  lo, hi = midi_range
+  half = size / 16
+  blue = frames[:, :, size - size // 8:, 2].astype(np.float32).mean(axis=2)  # [T, S]
+  cover = np.clip(1 - blue / PITCH_GUIDE_PANEL[2], 0, 1)
+  total = cover.sum(axis=1)
+  centre = (cover * (np.arange(size) + 0.5)).sum(axis=1) / np.maximum(total, 1e-6)
+  midi = hi - (centre - half) / (size - 2 * half) * (hi - lo)
+  return np.where(total > 0.5, midi, np.nan)

@@ -1,6 +1,8 @@
 """The *song* subset (singing voice synthesis): chorale phrases (`chorales.py`) sung syllable by
 syllable by flite voices at the notes' pitches, with a drawn face whose mouth follows the sung
-phones.
+phones and, at the frame's right edge, a karaoke-style pitch guide: a bar at the height of the note
+being sung (`face.draw_pitch_guide`). The guide is how the video carries the melody, as a singing
+game's or a karaoke video's note display does, so that video + lyrics -> song has a tune to follow.
 
 Clip `index` of a split sings phrase `index % available(split)`. Per clip, from the clip's seed:
 the voice, a tempo (quarter notes per minute), a leading offset, and a transposition that puts the
@@ -42,7 +44,7 @@ import numpy as np
 from flowav.audio.io import resample
 from flowav.data.demo import AUDIO_SAMPLE_RATE, speech
 from flowav.data.demo.chorales import MIN_SYLLABLES, Note, Phrase, available, phrases
-from flowav.data.demo.face import FaceStyle, draw_face
+from flowav.data.demo.face import FaceStyle, draw_face, draw_pitch_guide
 from flowav.data.demo.sung_notes import CROSSFADE_S, raised_cosine_fade, read_syllable, sing_note
 
 __all__ = ["LICENCE", "VOICES", "available", "make_song_clip", "plan_song", "sing"]
@@ -241,6 +243,7 @@ def make_song_clip(seed: np.random.SeedSequence | np.random.Generator, *, index:
   durations = speech.phone_frame_durations(ends, sample_rate / hop_length, len(wav) // hop_length)
   mouth = speech.mouth_track(phones, starts, ends, num_frames, fps)
   frames = draw_face(mouth, plan.voice.face, frame_size, fps, rng=rng)
+  draw_pitch_guide(frames, plan.notes, fps)
   lyrics = _lyrics(plan)
   sung, reading = [], None
   for _, _, _, syllable in plan.notes:
