@@ -73,11 +73,13 @@ omni-demo: $(STAMP) system-deps
 	  --config.data.dir=$(FULL_DATA_DIR)
 	$(PY) -m flowav.main eval --workdir=$(OMNI_DIR) --dtype_seeds=3
 
+# The fast tier runs on up to 4 workers (pytest-xdist), one test file per worker so a file's
+# fixtures are built once; the slow tier runs one test at a time (multi-process and timing tests).
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q -m "not slow" --durations=15
+	$(PY) -m pytest -q -m "not slow" -n auto --maxprocesses=4 --dist loadfile --durations=15
 
 test-slow: $(STAMP) system-deps
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

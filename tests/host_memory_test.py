@@ -46,6 +46,9 @@ def _run(script: str, mode: str) -> str:
                         text=True, timeout=120).stdout
 
 
+# Slow tier, which runs one test at a time: page-fault counts are a whole-process measure that
+# another test competing for the 2 cores (make test runs two workers) disturbs.
+@pytest.mark.slow
 @pytest.mark.skipif(host_memory._libc() is None, reason="needs glibc (mallopt)")
 def test_reuse_stops_page_faults_on_a_jitted_steps_large_buffer():
   # 64 MiB = 16384 pages of 4 KiB, faulted in again on every call with glibc's defaults, and with

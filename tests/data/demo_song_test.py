@@ -191,6 +191,13 @@ def test_video_shows_the_melody(clips):
   assert np.sqrt(np.mean((test_y - fit_y.mean()) ** 2)) > 2.0  # what a read-out blind to it misses
 
 
+def test_pitch_guide_refuses_notes_off_its_scale():
+  frames = np.zeros((4, 64, 64, 3), np.uint8)
+  with pytest.raises(ValueError, match=r"MIDI \[72\].*outside the pitch guide's range"):
+    face.draw_pitch_guide(frames, [[60, 0.0, 0.1], [72, 0.1, 0.2]], fps=25.0)
+  assert not frames.any()  # refused before painting anything
+
+
 def test_sung_pitch_follows_the_melody(clips):
   """The issue's acceptance test: at least 90 % of voiced frames within 50 cents of the melody, on
   clips of every voice at slow and fast tempos; a control (another clip's melody) scores far lower."""

@@ -2,9 +2,10 @@
 
 The device count must be set before jax starts, so `sharded_run.py` does the work in a subprocess
 (one per model and tier) and writes JSON that these tests check. The fast tier checks the planned
-shardings of every table on three meshes, real sharded arrays under fsdp, and one fsdp_tensor
-train step against the single-device step; the slow tier runs the step for every other layout and
-for a model whose dims do not divide the mesh.
+shardings of every table on three meshes for every model, and for the foundation model (VSSFlow)
+real sharded arrays under fsdp and one fsdp_tensor train step against the single-device step; the
+slow tier runs those two for the other models (AudioGen-Omni's compiles cost ~2 min on 2 cores),
+the step for every other layout, and a model whose dims do not divide the mesh.
 """
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ INDIVISIBLE = {
   # audiogen_omni: width 50 on fsdp=4 and 5 heads on tensor=2.
   "audiogen_omni": "fsdp_tensor:fsdp=4,tensor=2:width=50,num_heads=5"}
 
-FAST_CASES = ([f"layout/{t}:{m}" for t in TABLES for m in MESHES]
-              + [f"init/{FAST_INIT}", f"step/{FAST_STEP}"])
+LAYOUT_CASES = [f"layout/{t}:{m}" for t in TABLES for m in MESHES]
+ARRAY_CASES = [f"init/{FAST_INIT}", f"step/{FAST_STEP}"]  # real arrays, one step
+# Models whose ARRAY_CASES run in the fast tier; the others' run in the slow tier.
+FAST_ARRAY_MODELS = ("vssflow",)
 SLOW_CASES = [f"step/{c}" for c in SLOW_STEPS]
+
+
+def _array_cases_param(model: str):
+  return pytest.param(model, marks=() if model in FAST_ARRAY_MODELS else pytest.mark.slow)
 
 
 @functools.cache
@@ -59,14 +66,22 @@ def _run(model: str, data: pathlib.Path, out: pathlib.Path, cases: tuple[str, ..
 @pytest.fixture(scope="module")
 def fast(tiny_demo, tmp_path_factory):
   out = tmp_path_factory.mktemp("sharded")
-  return lambda model: _run(model, tiny_demo, out / f"{model}-fast.json", tuple(FAST_CASES))
+  return lambda model: _run(model, tiny_demo, out / f"{model}-fast.json", tuple(
+    LAYOUT_CASES + ARRAY_CASES * (model in FAST_ARRAY_MODELS)))
 
 
 @pytest.fixture(scope="module")
 def slow(tiny_demo, tmp_path_factory):
   out = tmp_path_factory.mktemp("sharded")
   return lambda model: _run(model, tiny_demo, out / f"{model}-slow.json", tuple(
-    SLOW_CASES + [f"step/{INDIVISIBLE[model]}"] * (model in INDIVISIBLE)))
+    ARRAY_CASES * (model not in FAST_ARRAY_MODELS) + SLOW_CASES
+    + [f"step/{INDIVISIBLE[model]}"] * (model in INDIVISIBLE)))
+
+
+@pytest.fixture
+def array_results(request, model):
+  """The tier's results that hold `model`'s ARRAY_CASES."""
+  return request.getfixturevalue("fast" if model in FAST_ARRAY_MODELS else "slow")(model)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -82,11 +97,11 @@ def test_every_state_leaf_gets_a_named_sharding_on_the_mesh(fast, model, table, 
     assert r["fallbacks"] == []
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("case", [f"init/{FAST_INIT}", f"step/{FAST_STEP}"])
-def test_parameters_are_really_split(fast, model, case):
+@pytest.mark.parametrize("model", [_array_cases_param(m) for m in MODELS])
+@pytest.mark.parametrize("case", ARRAY_CASES)
+def test_parameters_are_really_split(array_results, model, case):
   """Real arrays after `init_state` follow the plan and most parameters are split across devices."""
-  r = fast(model)[case]
+  r = array_results[case]
   assert r["arrays_follow_plan"] and r["finite"]
   assert r["num_split"] >= r["num_params"] // 2, r
   assert r["per_device_fraction"] < 0.5, r
@@ -102,9 +117,9 @@ def _check_step(r: dict) -> None:
     assert r[part]["worst"] <= 1.0, (part, r[part])
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_sharded_step_equals_single_device_step(fast, model):
-  _check_step(fast(model)[f"step/{FAST_STEP}"])
+@pytest.mark.parametrize("model", [_array_cases_param(m) for m in MODELS])
+def test_sharded_step_equals_single_device_step(array_results, model):
+  _check_step(array_results[f"step/{FAST_STEP}"])
 
 
 @pytest.mark.slow
@@ -130,4 +145,5 @@ def test_indivisible_dims_fall_back_and_the_step_still_matches(slow, model):
 
 
 def test_every_table_has_a_step_case():
+  assert set(FAST_ARRAY_MODELS) <= set(MODELS)
   assert {c.split(":")[0] for c in SLOW_STEPS + [FAST_STEP]} == set(TABLES)

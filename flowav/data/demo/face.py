@@ -129,6 +129,11 @@ PITCH_GUIDE_PANEL = (28.0, 28.0, 36.0)
 PITCH_GUIDE_BAR = (255.0, 215.0, 0.0)
 
 
+def _bar_half_height(size: int) -> float:
+  """Half the guide bar's height in pixels: the bar is one block of the video encoder's 8 x 8 grid."""
+  return size / 16
+
+
 def draw_pitch_guide(frames: np.ndarray, notes: list, fps: float,
                      midi_range: tuple[float, float] = PITCH_GUIDE_MIDI) -> None:
   """Paints a karaoke-style pitch guide (in place) into the right eighth of each frame: a dark
@@ -147,7 +152,11 @@ def draw_pitch_guide(frames: np.ndarray, notes: list, fps: float,
   size = frames.shape[1]
   strip = slice(size - size // 8, size)
   lo, hi = midi_range
-  half = size / 16  # the bar's half-height
+  outside = [n[0] for n in notes if not lo <= float(n[0]) <= hi]
+  if outside:  # the bar would leave the panel and read back as another pitch
+    raise ValueError(f"Notes at MIDI {sorted(set(outside))} lie outside the pitch guide's range "
+                     f"{midi_range}; pass a wider midi_range.")
+  half = _bar_half_height(size)
   rows = np.arange(size, dtype=np.float32)
   times = (np.arange(len(frames)) + 0.5) / fps
   for t, at in enumerate(times):
@@ -169,7 +178,7 @@ def read_pitch_guide(frames: np.ndarray, midi_range: tuple[float, float] = PITCH
   `draw_pitch_guide`, from the bar's coverage per row (its blue channel is 0, the panel's is not)."""
   size = frames.shape[1]
   lo, hi = midi_range
-  half = size / 16
+  half = _bar_half_height(size)
   blue = frames[:, :, size - size // 8:, 2].astype(np.float32).mean(axis=2)  # [T, S]
   cover = np.clip(1 - blue / PITCH_GUIDE_PANEL[2], 0, 1)
   total = cover.sum(axis=1)
