@@ -57,8 +57,9 @@ def stack(prepared: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return {k: np.stack([p[k] for p in prepared]) for k in prepared[0]}
 
 
-def phonemize(text: str, vocab: list[str]) -> np.ndarray:
-  """ARPAbet phone ids of `text` via flite (a separate program; BSD-like licence).
+def phonemize(text: str, vocab: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  """ARPAbet phone ids `[L]` of `text` and flite's end time of each phone `[L]` in seconds, via
+  flite (a separate program; BSD-like licence).
 
   Ids follow the dataset's vocabulary (`DatasetInfo.vocab['phones']`: position = id, 0 = pad),
   with flite's extra phones mapped as the demo builder maps them.
@@ -71,12 +72,12 @@ def phonemize(text: str, vocab: list[str]) -> np.ndarray:
     raise ValueError("--transcript is empty")
   res = subprocess.run(["flite", "-t", text, "-o", "none", "-psdur"], capture_output=True,
                        text=True, check=True, timeout=60)
-  phones, _ = speech.parse_phone_durations(res.stdout, f"--transcript {text!r}")
+  phones, ends = speech.parse_phone_durations(res.stdout, f"--transcript {text!r}")
   index = {p: i for i, p in enumerate(vocab) if i > 0}
   unknown = sorted({p for p in phones if p not in index})
   if unknown:
     raise ValueError(f"--transcript {text!r}: phones {unknown} are not in the model's vocabulary")
-  return np.asarray([index[p] for p in phones], np.int32)
+  return np.asarray([index[p] for p in phones], np.int32), ends
 
 
 def dataset_frame_encoder(info: records.DatasetInfo):
@@ -144,14 +145,19 @@ def condition_clip(info: records.DatasetInfo, lengths: pipeline.Lengths, clip_se
     ex["caption"] = caption
   spoken = transcript or lyrics
   if spoken:
-    ids = phonemize(spoken, info.vocab["phones"])
-    if ids.shape[0] > lengths.phones:
+    from flowav.data.demo import speech  # pylint: disable=g-import-not-at-top
+    ids, ends_s = phonemize(spoken, info.vocab["phones"])
+    if ids.shape[0] > min(lengths.phones, num_audio):
       raise ValueError(f"the text has {ids.shape[0]} phones; the model takes at most "
-                       f"{lengths.phones} (config.data.max_phones)")
+                       f"{lengths.phones} (config.data.max_phones) and one per audio frame "
+                       f"({num_audio} in {duration:.2f} s)")
+    # flite's own timing, squeezed into `duration` when its speech is longer; the last pause runs
+    # to the end. VSSFlow's duration predictor replaces it from the video; AudioGen-Omni uses it
+    # with `lyrics_aligned` and otherwise aligns the phones by attention.
+    squeeze = min(1.0, duration / float(ends_s[-1]))
     ex.update(transcript=spoken, transcript_ids=ids, transcript_mask=np.ones_like(ids, bool),
-              # Placeholder timing (all frames on the first phone): a duration predictor replaces
-              # it from the video (VSSFlow); AudioGen-Omni aligns the phones by attention.
-              phone_durations=np.asarray([num_audio] + [0] * (len(ids) - 1), np.int32))
+              phone_durations=speech.phone_frame_durations(
+                ends_s * squeeze, float(info.rates["audio"]), num_audio))
   if lyrics:
     ids = schema.byte_tokens(lyrics)
     ex.update(lyric_ids=ids, lyric_mask=np.ones_like(ids, bool))

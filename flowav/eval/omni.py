@@ -11,6 +11,8 @@ conditions (every other condition masked, as when absent at training):
   model given ANOTHER clip's transcript (same noise); the codec's own WER on the same clips comes
   first, the ceiling. Lip sync (mouth-envelope correlation) vs another clip's video.
 - transcript_to_speech (flite speech, transcript only): WER, same control.
+  A `lyrics_aligned` model reads the clip's phone timing with its transcript: flite's own timing
+  here, as `sample --transcript` gets it from flite; the control swaps ids and timing together.
 - song (video + lyrics): pYIN pitch accuracy against the clip's melody vs the SAME audio against
   another clip's melody. The melody reaches the model only through the video's pitch guide (the
   demo song clips' karaoke-style note display, `flowav.data.demo.face.draw_pitch_guide`).

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowav import nn
+from flowav.data import schema
 from flowav.parallel.sharding import constrain
 
 _SEQ_AXES = ("act_batch", "act_len", "act_embed")
@@ -124,18 +125,31 @@ class LyricsEncoder(nnx.Module):
   before and after each ConvNeXt-V2 block (whose GRN norm runs over valid frames only), so the
   valid outputs do not depend on pad ids or on T_a. Params: `embed` `[vocab+1, dim]`,
   `blocks/layers/...` (nn.Stack of nn.ConvNeXtV2Block, hidden `mult * dim`, k7).
+
+  `aligned=True` (not in the spec) lays each valid phone over its own frames instead, from
+  per-phone frame counts `durations` `[B, L_p]` (frames past their sum are filler). A small model
+  given packed phones never learned which phone sounds when: after 3190 demo steps its loss with
+  another clip's transcript was within 0.3 % of its loss with the right one.
   """
 
   def __init__(self, vocab: int, dim: int, num_blocks: int, mult: int, *, max_pos: int = 4000,
-               rngs: nnx.Rngs):
-    self.vocab, self.dim, self.max_pos = vocab, dim, max_pos
+               aligned: bool = False, rngs: nnx.Rngs):
+    self.vocab, self.dim, self.max_pos, self.aligned = vocab, dim, max_pos, aligned
     self.embed = nn.Embed(vocab + 1, dim, axes=("vocab", "kv"), rngs=rngs)
     self.blocks = nn.Stack(lambda r: nn.ConvNeXtV2Block(dim, mult * dim, kernel_size=7, rngs=r),
                            num_blocks, rngs=rngs)
 
-  def __call__(self, ids: jax.Array, mask: jax.Array,
-               num_frames: int) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, ids: jax.Array, mask: jax.Array, num_frames: int,
+               durations: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, bool)
+    if self.aligned:
+      if durations is None:
+        raise ValueError("LyricsEncoder(aligned=True) needs per-phone frame counts `durations`")
+      frames = jnp.where(mask, jnp.asarray(durations, jnp.int32), 0)
+      inside = schema.duration_matrix(frames, num_frames)  # [B, T_a, L_p] one-hot rows
+      valid = jnp.sum(inside, axis=-1) > 0
+      ids = jnp.einsum("btp,bp->bt", inside, jnp.where(mask, ids, 0).astype(jnp.float32))
+      return self._encode(jnp.round(ids).astype(jnp.int32), valid)
     order = jnp.argsort(~mask, axis=1, stable=True)  # valid tokens first, in order
     ids = jnp.take_along_axis(jnp.where(mask, ids, 0), order, axis=1)
     count = jnp.sum(mask, axis=1)
@@ -143,8 +157,12 @@ class LyricsEncoder(nnx.Module):
       ids = ids[:, :num_frames]
     else:
       ids = jnp.pad(ids, ((0, 0), (0, num_frames - ids.shape[1])))
-    frames = jnp.arange(num_frames)
-    valid = frames[None] < count[:, None]
+    valid = jnp.arange(num_frames)[None] < count[:, None]
+    return self._encode(ids, valid)
+
+  def _encode(self, ids: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Frame ids `[B, T_a]` and validity -> ConvNeXt features `[B, T_a, dim]`, validity."""
+    frames = jnp.arange(ids.shape[1])
     pos = nn.timestep_sinusoidal(jnp.minimum(frames, self.max_pos - 1), self.dim, scale=1.0)
     x = self.embed(jnp.where(valid, ids, 0)) + pos[None]
     x = self.blocks(nn.mask_frames(x, valid), valid)
