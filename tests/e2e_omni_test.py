@@ -79,3 +79,9 @@ def test_eval_scores_every_task_against_its_control(trained):
   assert len(spread["float32"]) == 2 and set(spread["within_spread"]) == set(spread["bfloat16"])
   report = (trained / "report.md").read_text()
   assert "video_to_sound: onset F1" in report and "bfloat16" in report
+  gaps = result["loss_gap"]
+  assert set(gaps["speech"]) == {"transcript", "video"} and set(gaps["caption_to_sound"]) == {
+    "caption"}
+  assert "song" not in gaps and "skipped" in tasks["song"]  # the tiny demo has no song clips
+  assert all(g["ratio"] > 0 and g["num_clips"] == 2 for by in gaps.values() for g in by.values())
+  assert "| speech | transcript |" in report

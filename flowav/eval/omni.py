@@ -17,6 +17,9 @@ conditions (every other condition masked, as when absent at training):
   another clip's melody. The melody reaches the model only through the video's pitch guide (the
   demo song clips' karaoke-style note display, `flowav.data.demo.face.draw_pitch_guide`).
 
+`task_loss_gaps` measures, before any sampling, whether each task's conditions are read at all:
+the velocity loss with the clip's own condition vs another clip's (`flowav.eval.reliance`).
+
 `compare_dtypes` samples the headline measures with float32 at several seeds and with bfloat16
 matmul inputs at the first seed: the bf16 path should fall within the float32 seeds' spread.
 """
@@ -36,7 +39,7 @@ import numpy as np
 from flowav import generate
 from flowav.data import inputs, pipeline, records
 from flowav.eval import classifier as classifier_lib
-from flowav.eval import demo, demo_measures, pitch
+from flowav.eval import demo, demo_measures, pitch, reliance
 
 # The model's batch keys that carry each user-facing condition (flowav-demo's streams).
 CONDITION_MASKS = {"video": ("video_mask",), "caption": ("text_mask",),
@@ -48,6 +51,11 @@ CONDITION_KEYS = {"video": ("video_features", "video_mask"), "caption": ("text_i
 TASKS = {"video_to_sound": ("impacts", ("video",)), "caption_to_sound": ("impacts", ("caption",)),
          "speech": ("speech", ("video", "transcript")),
          "transcript_to_speech": ("speech", ("transcript",)), "song": ("song", ("video", "lyrics"))}
+
+# The conditions each task's loss gap swaps for another clip's (the song's melody is in the video).
+LOSS_GAP_SWAPS = {"video_to_sound": ("video",), "caption_to_sound": ("caption",),
+                  "speech": ("transcript", "video"), "transcript_to_speech": ("transcript",),
+                  "song": ("video", "lyrics")}
 
 
 def keep_conditions(batch: Mapping[str, np.ndarray], keep: Sequence[str]) -> dict[str, np.ndarray]:
@@ -161,6 +169,30 @@ def heldout_by_subset(run: generate.Run, limit: int) -> dict[str, list[inputs.Cl
   return out
 
 
+def task_loss_gaps(run: generate.Run, heldout: Mapping[str, Sequence[inputs.Clip]], *,
+                   num_clips: int, seed: int) -> dict[str, dict[str, Any]]:
+  """`{task: {condition: reliance.loss_gap(...)}}`: each task's velocity loss with only its
+  conditions, own vs the next clip's `condition` (the controls the sampled tasks use)."""
+  out: dict[str, dict[str, Any]] = {}
+  bs = int(run.config.sample.batch_size)
+  for task, (subset, keep) in TASKS.items():
+    clips = list(heldout.get(subset, ()))[:num_clips]
+    if len(clips) < 2:
+      continue
+    rotated = clips[1:] + clips[:1]
+    own: list[dict[str, np.ndarray]] = []
+    other: dict[str, list[dict[str, np.ndarray]]] = {c: [] for c in LOSS_GAP_SWAPS[task]}
+    for start in range(0, len(clips), bs):
+      batch = keep_conditions(inputs.stack([c.prepared for c in clips[start:start + bs]]), keep)
+      own.append(batch)
+      swapped = inputs.stack([c.prepared for c in rotated[start:start + bs]])
+      for condition, batches in other.items():
+        batches.append(keep_conditions(swap_condition(batch, swapped, condition), keep))
+    out[task] = {c: reliance.loss_gap((run.graphdef, run.params, run.rest), own, b, seed=seed)
+                 for c, b in other.items()}
+  return out
+
+
 def evaluate_task(run: generate.Run, task: str, clips: Sequence[inputs.Clip],
                   workdir: pathlib.Path, seed: int) -> dict[str, Any]:
   """One task of `TASKS` on `clips` (its subset's held-out clips)."""
@@ -259,6 +291,7 @@ def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
                             "sampler": {k: c.sample[k] for k in ("method", "num_steps",
                                                                  "cfg_scale")}}
   heldout = heldout_by_subset(run, n)
+  result["loss_gap"] = task_loss_gaps(run, heldout, num_clips=n, seed=seed)
   result["tasks"] = evaluate_tasks(run, workdir, num_clips=n, seed=seed, heldout=heldout)
   result["headline"] = headline(result["tasks"])
   if dtype_seeds > 1:
@@ -302,6 +335,15 @@ def render(result: Mapping[str, Any]) -> str:
         v = v.get(k) if isinstance(v, Mapping) else None
       vals.append("n/a" if v is None else f"{float(v):.3f}")
     lines.append(f"| {name} | " + " | ".join(vals) + f" | {control} |")
+  gaps = result.get("loss_gap")
+  if gaps:
+    lines += ["", "Velocity loss (t = 0.1 ... 0.9, same noise) with each clip's own condition vs "
+              "another clip's: a ratio near 1 means the condition is not read.", "",
+              "| task | condition swapped | own | another clip's | ratio |", "|---|---|---|---|---|"]
+    for task, by_condition in gaps.items():
+      for condition, g in by_condition.items():
+        lines.append(f"| {task} | {condition} | {g['model']:.4f} | {g['control']:.4f} | "
+                     f"{g['ratio']:.3f} |")
   dc = result.get("dtype_comparison")
   if dc:
     lines += ["", f"bfloat16 matmul inputs vs float32 at seeds {dc['seeds']}:", "",

@@ -148,8 +148,8 @@ class LyricsEncoder(nnx.Module):
       frames = jnp.where(mask, jnp.asarray(durations, jnp.int32), 0)
       inside = schema.duration_matrix(frames, num_frames)  # [B, T_a, L_p] one-hot rows
       valid = jnp.sum(inside, axis=-1) > 0
-      ids = jnp.einsum("btp,bp->bt", inside, jnp.where(mask, ids, 0).astype(jnp.float32))
-      return self._encode(jnp.round(ids).astype(jnp.int32), valid)
+      phone_of_frame = jnp.argmax(inside, axis=-1)  # [B, T_a]; 0 on filler frames, masked below
+      return self._encode(jnp.take_along_axis(ids, phone_of_frame, axis=1), valid)
     order = jnp.argsort(~mask, axis=1, stable=True)  # valid tokens first, in order
     ids = jnp.take_along_axis(jnp.where(mask, ids, 0), order, axis=1)
     count = jnp.sum(mask, axis=1)

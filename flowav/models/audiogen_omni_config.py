@@ -12,6 +12,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from flowav.models import audiogen_omni_blocks as blocks
+from flowav.models import config_checks
 
 SYNC_SOURCES = ("sync_features", "video_features", "none")
 CAPTION_SOURCES = ("text_embeddings", "text_ids")
@@ -71,13 +72,7 @@ class AudioGenOmniConfig:
   dtype: str | None = None  # matmul input dtype, e.g. 'bfloat16'; None = float32
 
   def __post_init__(self):
-    for f in dataclasses.fields(self):
-      value = getattr(self, f.name)
-      if f.name in ("single_depth", "lyric_blocks", "sync_segment"):
-        if value < 0:
-          raise ValueError(f"AudioGenOmniConfig: {f.name}={value} must be >= 0")
-      elif f.type in ("int", "float") and value <= 0:
-        raise ValueError(f"AudioGenOmniConfig: {f.name}={value} must be positive")
+    config_checks.check_sizes(self, may_be_zero=("single_depth", "lyric_blocks", "sync_segment"))
     for name, valid in (("sync_source", SYNC_SOURCES), ("caption_source", CAPTION_SOURCES),
                         ("lyrics_key", LYRICS_KEYS), ("global_fusion", GLOBAL_FUSIONS)):
       if getattr(self, name) not in valid:

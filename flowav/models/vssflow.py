@@ -26,6 +26,7 @@ import numpy as np
 
 from flowav import nn
 from flowav.data import schema
+from flowav.models import config_checks
 from flowav.models.duration_predictor import DurationPredictor, alignment_loss
 from flowav.models.duration_predictor import durations_from_attention as _durations
 from flowav.parallel.sharding import constrain
@@ -81,13 +82,7 @@ class VSSFlowConfig:
   dtype: str | None = None  # matmul input dtype, e.g. 'bfloat16'; None = float32
 
   def __post_init__(self):
-    for f in dataclasses.fields(self):
-      value = getattr(self, f.name)
-      if f.name in ("depth", "dp_enc_layers"):
-        if value < 0:
-          raise ValueError(f"VSSFlowConfig: {f.name}={value} must be >= 0")
-      elif f.type in ("int", "float") and f.name != "fourier_seed" and value <= 0:
-        raise ValueError(f"VSSFlowConfig: {f.name}={value} must be positive")
+    config_checks.check_sizes(self, may_be_zero=("depth", "dp_enc_layers"), not_sizes=("fourier_seed",))
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"VSSFlowConfig: num_heads={self.num_heads} is not a multiple of "
                        f"num_kv_heads={self.num_kv_heads}")

@@ -75,3 +75,5 @@ def test_render_puts_model_beside_control_and_says_what_was_skipped():
   result["dtype_comparison"] = {"seeds": [0, 1000], "float32": [{"a": 0.5}, {"a": 0.7}],
                                 "bfloat16": {"a": 0.6}, "within_spread": {"a": True}}
   assert "| a | 0.500, 0.700 | 0.600 | True |" in omni.render(result)
+  result["loss_gap"] = {"speech": {"transcript": {"model": 0.12, "control": 0.3, "ratio": 2.5}}}
+  assert "| speech | transcript | 0.1200 | 0.3000 | 2.500 |" in omni.render(result)

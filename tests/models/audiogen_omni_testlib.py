@@ -35,7 +35,10 @@ def tiny_model(seed: int = 0, *, perturb: bool = True, **overrides: Any) -> ag.A
   """A fresh tiny model (its own Variables). `perturb`: every all-zero parameter (AdaLN output
   linears, final conv, nulls, sync positions, GRN) gets random values first (spec §7), so "no
   effect" checks cannot pass because a gate is 0."""
-  return nnx.merge(*_built(seed, perturb, tuple(sorted(overrides.items()))))
+  graphdef, state = _built(seed, perturb, tuple(sorted(overrides.items())))
+  # nnx.merge reuses the state's Variables: copy them, or one test's in-place change to a
+  # parameter leaks into every later tiny_model() of the same worker process.
+  return nnx.merge(graphdef, jax.tree.map(lambda x: x, state))
 
 
 def perturb_zero_params(model: nnx.Module, seed: int, scale: float = 0.3) -> list[str]:

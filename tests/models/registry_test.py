@@ -56,6 +56,19 @@ def test_errors_name_the_bad_entry_and_list_the_valid_ones():
     model_config({"name": "vssflow", "variant": "tiny", "width": 0})
 
 
+@pytest.mark.parametrize("name, zero_ok, not_a_size", [
+  ("vssflow", "depth", "fourier_seed"), ("audiogen_omni", "single_depth", None)])
+def test_sizes_must_be_positive_except_block_counts(name, zero_ok, not_a_size):
+  config_cls = MODELS[name][0]
+  with pytest.raises(ValueError, match=rf"{config_cls.__name__}: width=-2 must be positive"):
+    model_config({"name": name, "variant": "tiny", "width": -2})
+  with pytest.raises(ValueError, match=rf"{zero_ok}=-1 must be >= 0"):
+    model_config({"name": name, "variant": "tiny", zero_ok: -1})
+  assert getattr(model_config({"name": name, "variant": "tiny", zero_ok: 0}), zero_ok) == 0
+  if not_a_size:
+    assert getattr(model_config({"name": name, "variant": "tiny", not_a_size: 0}), not_a_size) == 0
+
+
 def _vssflow_velocity(model, batch, x, t):
   return model(x, t, model.conditions(batch))
 

@@ -30,7 +30,10 @@ def _built(seed: int, overrides: tuple[tuple[str, Any], ...]) -> tuple[nnx.Graph
 
 def tiny_model(seed: int = 0, **overrides: Any) -> vssflow.VSSFlow:
   """A fresh tiny VSSFlow (its own Variables: tests may change parameters in place)."""
-  return nnx.merge(*_built(seed, tuple(sorted(overrides.items()))))
+  graphdef, state = _built(seed, tuple(sorted(overrides.items())))
+  # nnx.merge reuses the state's Variables: copy them, or one test's in-place change to a
+  # parameter leaks into every later tiny_model() of the same worker process.
+  return nnx.merge(graphdef, jax.tree.map(lambda x: x, state))
 
 
 def make_batch(cfg: vssflow.VSSFlowConfig, seed: int = 0) -> dict[str, np.ndarray]:

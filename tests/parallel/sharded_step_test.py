@@ -52,15 +52,30 @@ def _array_cases_param(model: str):
   return pytest.param(model, marks=() if model in FAST_ARRAY_MODELS else pytest.mark.slow)
 
 
-@functools.cache
-def _run(model: str, data: pathlib.Path, out: pathlib.Path, cases: tuple[str, ...]) -> dict:
+def _start(model: str, data: pathlib.Path, out: pathlib.Path,
+           cases: tuple[str, ...]) -> subprocess.Popen:
   env = {**os.environ, "PYTHONPATH": str(REPO),
          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   cmd = [sys.executable, "-m", "tests.parallel.sharded_run", f"--model={model}",
          f"--data={data}", f"--out={out}", *(f"--case={c}" for c in cases)]
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  # stdout to a file, not a pipe: nobody reads it while the other models' runs are waited on.
+  with out.with_suffix(".log").open("w") as log:  # the child keeps its own copy of the handle
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _finish(proc: subprocess.Popen, out: pathlib.Path) -> dict:
+  try:
+    proc.wait(timeout=1800)
+  finally:
+    if proc.returncode is None:
+      proc.kill()
+  assert proc.returncode == 0, out.with_suffix(".log").read_text()[-4000:]
   return json.loads(out.read_text())
+
+
+@functools.cache
+def _run(model: str, data: pathlib.Path, out: pathlib.Path, cases: tuple[str, ...]) -> dict:
+  return _finish(_start(model, data, out, cases), out)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +87,26 @@ def fast(tiny_demo, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow(tiny_demo, tmp_path_factory):
+  """Every model's slow run, started together on first use: each run mostly compiles, on about one
+  core, so on 2 cores the models overlap (CI's slow tier: 335 s + 601 s one after the other)."""
   out = tmp_path_factory.mktemp("sharded")
-  return lambda model: _run(model, tiny_demo, out / f"{model}-slow.json", tuple(
-    ARRAY_CASES * (model not in FAST_ARRAY_MODELS) + SLOW_CASES
-    + [f"step/{INDIVISIBLE[model]}"] * (model in INDIVISIBLE)))
+  procs: dict[str, subprocess.Popen] = {}
+  results: dict[str, dict] = {}
+
+  def get(model: str) -> dict:
+    if not procs:
+      for m in MODELS:
+        procs[m] = _start(m, tiny_demo, out / f"{m}-slow.json", tuple(
+          ARRAY_CASES * (m not in FAST_ARRAY_MODELS) + SLOW_CASES
+          + [f"step/{INDIVISIBLE[m]}"] * (m in INDIVISIBLE)))
+    if model not in results:
+      results[model] = _finish(procs[model], out / f"{model}-slow.json")
+    return results[model]
+
+  yield get
+  for proc in procs.values():  # a failed test must not leave the other runs going
+    if proc.poll() is None:
+      proc.kill()
 
 
 @pytest.fixture
