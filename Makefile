@@ -29,7 +29,7 @@ $(STAMP): setup.py pyproject.toml
 	  $(VENV)/share/flowav
 	@# basic-pitch's note/onset/contour model (Apache-2) for song/music embeddings, run by onnxruntime from
 	@# its nmp.onnx. Installing the package needs TensorFlow < 2.15.1 and more, which would break `pip check`,
-	@# so its wheel is unpacked under $(VENV)/share/flowav too (flowav.eval.embedders.EXTRACTED_DIR).
+	@# so its wheel is unpacked under $(VENV)/share/flowav too (flowav.eval.basic_pitch_embedder.EXTRACTED_DIR).
 	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --dest $(VENV)/share/flowav \
 	  basic-pitch==0.4.0
 	$(PY) -m zipfile -e $(VENV)/share/flowav/basic_pitch-0.4.0-py2.py3-none-any.whl $(VENV)/share/flowav

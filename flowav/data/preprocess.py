@@ -2,7 +2,8 @@
 
   python -m flowav.main preprocess --input=DIR --out=DATA [--config=configs/preprocess.py]
 
-Steps (preprocess_scan: find media and text; preprocess_clip: one source -> examples):
+Steps (preprocess_scan: find media and text; preprocess_clip: one source -> examples;
+preprocess_results: the per-source result files):
   1. every process scans the input the same way and takes sources i with i % count == index;
   2. each source becomes one result file `DATA/.work/<uid>.<key>.rec` (msgpack: its encoded
      records, or the reason it was skipped), written to a temporary name and renamed, by a pool of
@@ -39,11 +40,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import msgpack
-
 from flowav import progress as progress_lib
 from flowav.audio import codec as codec_lib
 from flowav.data import preprocess_clip as clip_lib
+from flowav.data import preprocess_results as results
 from flowav.data import preprocess_scan as scan_lib
 from flowav.data import records
 from flowav.data import workers as workers_lib
@@ -51,7 +51,6 @@ from flowav.encoders import frame_encoders
 
 WORK_DIR = ".work"
 REPORT_FILE = "preprocess_report.json"
-_FORMAT = 1  # of the result files; part of every key
 # Test hook: "clip=SECONDS,shard=SECONDS" sleeps after each result / shard, so a test can kill the
 # job at a chosen point.
 TEST_DELAY_ENV = "FLOWAV_PREPROCESS_TEST_DELAY"
@@ -77,66 +76,9 @@ def _printable(rel: str) -> str:
   return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-@dataclasses.dataclass
-class _Job:
-  """What a worker needs for one source."""
-  src: scan_lib.Source
-  key: str
-  work: str
-
-  @property
-  def result_path(self) -> pathlib.Path:
-    return pathlib.Path(self.work) / f"{self.src.uid}.{self.key}.rec"
-
-
-def _write_result(job: _Job, header: dict[str, Any], recs: list[bytes]) -> None:
-  """The result file: a msgpack header, then one msgpack bytes object per record."""
-  path = job.result_path
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  with open(tmp, "wb") as f:
-    f.write(msgpack.packb(header, use_bin_type=True))
-    for rec in recs:
-      f.write(msgpack.packb(rec, use_bin_type=True))
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  for old in path.parent.glob(f"{job.src.uid}.*.rec"):  # results of older settings / file versions
-    if old != path:
-      old.unlink(missing_ok=True)
-
-
-def _unpacker(f: Any) -> msgpack.Unpacker:
-  return msgpack.Unpacker(f, raw=False, max_buffer_size=2**31 - 1)
-
-
-def _read_header(path: pathlib.Path) -> dict[str, Any]:
-  try:
-    with open(path, "rb") as f:
-      head = next(_unpacker(f))
-  except Exception as e:  # msgpack raises several unrelated types on corrupt input
-    raise ValueError(f"{path}: unreadable result file ({e!r}); delete it and rerun") from e
-  if not isinstance(head, dict) or head.get("format") != _FORMAT:
-    raise ValueError(f"{path}: not a preprocess result file of format {_FORMAT}; delete it and rerun")
-  return head
-
-
-def _read_records(path: pathlib.Path) -> Iterator[bytes]:
-  """The records of a result file, one at a time."""
-  with open(path, "rb") as f:
-    unpacker = _unpacker(f)
-    head = next(unpacker)
-    count = 0
-    for rec in unpacker:
-      count += 1
-      yield rec
-  if count != head["windows"]:
-    raise ValueError(f"{path}: {count} records, the header says {head['windows']}; delete it and "
-                     "rerun")
-
-
-def _run_job(processor: clip_lib.ClipProcessor, job: _Job) -> dict[str, Any]:
+def _run_job(processor: clip_lib.ClipProcessor, job: results.Job) -> dict[str, Any]:
   """Processes one source, writes its result file, returns its header (the summary)."""
-  head: dict[str, Any] = {"format": _FORMAT, "key": job.key, "rel": _printable(job.src.rel),
+  head: dict[str, Any] = {"format": results.FORMAT, "key": job.key, "rel": _printable(job.src.rel),
                           "status": "ok", "reason": None, "detail": None, "windows": 0,
                           "seconds": 0.0}
   recs: list[bytes] = []
@@ -149,7 +91,7 @@ def _run_job(processor: clip_lib.ClipProcessor, job: _Job) -> dict[str, Any]:
   except Exception as e:  # noqa: BLE001 -- one odd file must not stop a long job; it is reported
     _log.exception("preprocess: unexpected error on %s", job.src.path)
     head.update(status="skipped", reason="error", detail=f"{type(e).__name__}: {e}")
-  _write_result(job, head, recs)
+  results.write_result(job, head, recs)
   _test_delay("clip")
   return head
 
@@ -161,11 +103,11 @@ def _init_worker(settings: clip_lib.Settings) -> None:
   _WORKER["processor"] = clip_lib.ClipProcessor(settings)
 
 
-def _worker_job(job: _Job) -> dict[str, Any]:
+def _worker_job(job: results.Job) -> dict[str, Any]:
   return _run_job(_WORKER["processor"], job)
 
 
-def _process(jobs: list[_Job], settings: clip_lib.Settings, workers: int, progress: bool,
+def _process(jobs: list[results.Job], settings: clip_lib.Settings, workers: int, progress: bool,
              encoder: frame_encoders.FrameEncoder) -> Iterator[dict[str, Any]]:
   """Runs the jobs in this process (workers <= 1) or a spawn pool; yields summaries."""
   with progress_lib.bar(total=len(jobs), desc="preprocess", unit="clip",
@@ -247,9 +189,9 @@ def run(input_dir: str, out_dir: str, config: Any, *, process_index: int = 0,
                                 weights=settings.video_encoder_weights or None,
                                 frame_size=settings.frame_size)
   codec = codec_lib.MelCodec()
-  settings_key = _hash([_FORMAT, dataclasses.asdict(settings), encoder.describe(),
+  settings_key = _hash([results.FORMAT, dataclasses.asdict(settings), encoder.describe(),
                         codec.to_dict()])
-  jobs = [_Job(s, _hash([settings_key, s.fingerprint()])[:16], str(work)) for s in sources]
+  jobs = [results.Job(s, _hash([settings_key, s.fingerprint()])[:16], str(work)) for s in sources]
   mine = [j for i, j in enumerate(jobs) if i % process_count == process_index]
   todo = [j for j in mine if not j.result_path.exists()]
   _log.info("preprocess: %d sources, %d for process %d/%d, %d still to do", len(jobs), len(mine),
@@ -276,7 +218,7 @@ def run(input_dir: str, out_dir: str, config: Any, *, process_index: int = 0,
   return report
 
 
-def _wait_for(jobs: list[_Job], timeout_s: float) -> None:
+def _wait_for(jobs: list[results.Job], timeout_s: float) -> None:
   """Blocks until every job has its result file (other hosts' share), or raises TimeoutError."""
   start, last_log = time.time(), 0.0
   while True:
@@ -293,18 +235,18 @@ def _wait_for(jobs: list[_Job], timeout_s: float) -> None:
     time.sleep(1.0)
 
 
-def _assemble(out: pathlib.Path, jobs: list[_Job], config: Any, fractions: dict[str, float],
+def _assemble(out: pathlib.Path, jobs: list[results.Job], config: Any, fractions: dict[str, float],
               encoder: frame_encoders.FrameEncoder, codec: codec_lib.MelCodec,
               settings: clip_lib.Settings) -> dict[str, Any]:
   """Writes the shards and dataset_info.json (unless identical ones exist); returns the report.
 
   Streams: one result file's records are in memory at a time, so any dataset size fits.
   """
-  per_split: dict[str, list[_Job]] = {name: [] for name in fractions}
+  per_split: dict[str, list[results.Job]] = {name: [] for name in fractions}
   windows = {name: 0 for name in fractions}
   skipped, seconds = [], 0.0
   for job in jobs:
-    head = _read_header(job.result_path)
+    head = results.read_header(job.result_path)
     if head["status"] != "ok":
       skipped.append({"path": head["rel"], "reason": head["reason"], "detail": head["detail"]})
       continue
@@ -334,7 +276,7 @@ def _assemble(out: pathlib.Path, jobs: list[_Job], config: Any, fractions: dict[
     (out / records.INFO_FILE).unlink()  # the shards change next: mark the folder incomplete first
   for split, names in shards.items():
     stream = itertools.chain.from_iterable(
-      _read_records(j.result_path) for j in sorted(per_split[split], key=lambda j: j.src.uid))
+      results.read_records(j.result_path) for j in sorted(per_split[split], key=lambda j: j.src.uid))
     for name in names:
       records.write_shard(out / name, itertools.islice(stream, eps))
       _test_delay("shard")

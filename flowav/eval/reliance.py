@@ -6,8 +6,8 @@ whether a condition is read at all. It is how AudioGen-Omni's demo was found to 
 transcript said: at step 3190 its velocity loss at t = 0.3 was 0.1303 with the clip's own
 transcript and 0.1306 with another clip's, long before the sampled WERs (1.84 vs 1.82) agreed.
 
-The loss is `flowav.train.step.flow_matching_loss`'s masked velocity MSE, on a fixed grid of t and
-a fixed set of noise draws (no condition dropout), so the two arms differ only in the condition.
+The loss is the training loss's masked velocity MSE (`flowav.train.step.velocity_mse`), on a fixed
+grid of t and a fixed set of noise draws (no condition dropout), so the two arms differ only in the condition.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowav.flow import loss as flow_loss
-from flowav.flow import paths
+from flowav.train import step
 
 DEFAULT_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -35,14 +34,11 @@ def _per_example_loss(graphdef: nnx.GraphDef):
   def fn(params: nnx.State, rest: nnx.State, batch: dict[str, jax.Array], t: jax.Array,
          key: jax.Array) -> jax.Array:
     model = nnx.merge(graphdef, params, rest)
-    x1 = jnp.asarray(batch["audio_latents"], jnp.float32)
-    flow = paths.RectifiedFlow()
+    batch = {**batch, "audio_latents": jnp.asarray(batch["audio_latents"], jnp.float32)}
+    x1 = batch["audio_latents"]
     x0 = jax.random.normal(key, x1.shape, x1.dtype)
     times = jnp.full((x1.shape[0],), t, x1.dtype)
-    v = model(flow.interpolate(x0, x1, times), times, model.conditions(batch))
-    _, per_example = flow_loss.masked_mse(v.astype(jnp.float32), flow.velocity_target(x0, x1),
-                                          batch["audio_mask"])
-    return per_example
+    return step.velocity_mse(model, batch, times, x0, model.conditions(batch))[1]
 
   return fn
 
@@ -52,8 +48,8 @@ def velocity_losses(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State,
                     num_noise: int = 2, seed: int = 0) -> np.ndarray:
   """Per-example velocity MSE `[len(times), B]`, each averaged over `num_noise` noise draws.
 
-  The draws depend only on `seed`, t and the batch shape, so two batches of one shape that differ
-  in a condition are compared on the same noise (a paired comparison).
+  The draws depend only on `seed`, t's position in `times` and the batch shape, so two batches of
+  one shape that differ in a condition are compared on the same noise (a paired comparison).
   """
   if num_noise < 1:
     raise ValueError(f"num_noise={num_noise} must be >= 1")

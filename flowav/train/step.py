@@ -43,6 +43,16 @@ def step_config(config: Any) -> StepConfig:
                     ema_decay=float(config.train.ema_decay), grad_accum=int(config.optim.grad_accum))
 
 
+def velocity_mse(model: nnx.Module, batch: Batch, t: jax.Array, x0: jax.Array,
+                 cond: Any) -> tuple[jax.Array, jax.Array]:
+  """Rectified-flow velocity MSE over valid frames, from noise x0 `[B, T, C]` to the data
+  batch['audio_latents'] at times t `[B]`: (the mean, per-example values `[B]`)."""
+  x1 = batch["audio_latents"]
+  flow = paths.RectifiedFlow()
+  v = model(flow.interpolate(x0, x1, t), t, cond)
+  return flow_loss.masked_mse(v.astype(jnp.float32), flow.velocity_target(x0, x1), batch["audio_mask"])
+
+
 def flow_matching_loss(model: nnx.Module, batch: Batch, key: jax.Array, cfg: StepConfig,
                        *, train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Rectified-flow velocity loss on valid audio frames, plus the model's auxiliary loss.
@@ -51,18 +61,12 @@ def flow_matching_loss(model: nnx.Module, batch: Batch, key: jax.Array, cfg: Ste
   """
   k_t, k_noise, k_drop = jax.random.split(key, 3)
   x1 = batch["audio_latents"]
-  mask = batch["audio_mask"]
-  b = x1.shape[0]
-  flow = paths.RectifiedFlow()
-  t = cfg.t_sampler.sample(k_t, (b,))
+  t = cfg.t_sampler.sample(k_t, (x1.shape[0],))
   x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
-  x_t = flow.interpolate(x0, x1, t)
-  target = flow.velocity_target(x0, x1)
   cond = model.conditions(batch)
   if train and cfg.dropout:
     cond = model.drop_conditions(cond, k_drop, **dict(cfg.dropout))
-  v = model(x_t, t, cond)
-  loss, per_example = flow_loss.masked_mse(v.astype(jnp.float32), target, mask)
+  loss, per_example = velocity_mse(model, batch, t, x0, cond)
   aux, aux_metrics = model.auxiliary_loss(batch)
   metrics = {"flow_loss": loss, **aux_metrics}
   # Per-task loss for logging: mean over the examples of each task present in the batch.

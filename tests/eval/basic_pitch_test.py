@@ -1,5 +1,5 @@
-"""Known-answer tests of the basic_pitch embedder (flowav.eval.embedders): its windowing against
-basic-pitch's own inference code, the posteriorgrams of pure tones, and Fréchet / kernel distances
+"""Known-answer tests of the basic_pitch embedder (flowav.eval.basic_pitch_embedder): its windowing
+against basic-pitch's own inference code, the posteriorgrams of pure tones, and Fréchet / kernel distances
 between sets of melodies. Tests needing the model skip when its nmp.onnx is not there."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import types
 import numpy as np
 import pytest
 
-from flowav.eval import distances, embedders
+from flowav.eval import basic_pitch_embedder, distances, embedders
 
 SR = 22050
 try:
-  MODEL: pathlib.Path | None = embedders.basic_pitch_model_path()
+  MODEL: pathlib.Path | None = basic_pitch_embedder.basic_pitch_model_path()
   _WHY = ""
 except FileNotFoundError as e:
   MODEL, _WHY = None, str(e)
@@ -53,7 +53,7 @@ def emb():
 def test_windows_and_unwrapping_follow_basic_pitch_inference():
   n = 5 * SR + 123
   wav = np.arange(1, n + 1, dtype=np.float32)
-  windows = embedders.basic_pitch_windows(wav)
+  windows = basic_pitch_embedder.basic_pitch_windows(wav)
   # 3840 zeros (half of the 30-frame overlap) lead; a 43844-sample window every 36164 samples.
   assert windows.shape == (math.ceil((n + 3840) / 36164), 43844) == (4, 43844)
   assert np.all(windows[0, :3840] == 0) and windows[0, 3840] == 1
@@ -61,7 +61,7 @@ def test_windows_and_unwrapping_follow_basic_pitch_inference():
   assert windows[-1, -1] == 0 and windows[-1].max() == n  # the last window is zero-padded
   # Outputs: 15 frames dropped at both ends of each window, cut to floor(n * 86 / 22050) frames.
   frames = np.arange(4)[:, None, None] * 1000 + np.arange(172)[None, :, None] + np.zeros((1, 1, 2))
-  out = embedders.unwrap_basic_pitch(frames, n)
+  out = basic_pitch_embedder.unwrap_basic_pitch(frames, n)
   assert out.shape == (int(n * 86 / 22050), 2) == (430, 2)
   assert out[0, 0] == 15 and out[141, 0] == 156 and out[142, 0] == 1015
 
@@ -71,7 +71,7 @@ def test_fold_pitch_classes_takes_the_max_over_octaves():
   contour[0, 145] = 0.9  # A4 in tune: the middle bin of its semitone
   contour[1, [1, 37, 73]] = [0.2, 0.7, 0.4]
   contour[2, 263] = 0.5  # the partial top octave: 263 = 7 * 36 + 11
-  folded = embedders.fold_pitch_classes(contour)
+  folded = basic_pitch_embedder.fold_pitch_classes(contour)
   assert folded.shape == (3, 36)
   assert folded[0, 1] == pytest.approx(0.9) and folded[1, 1] == pytest.approx(0.7)
   assert folded[2, 11] == pytest.approx(0.5) and folded.sum() == pytest.approx(0.9 + 0.7 + 0.5)
@@ -79,7 +79,7 @@ def test_fold_pitch_classes_takes_the_max_over_octaves():
 
 def test_missing_model_or_runtime_names_what_to_install(monkeypatch, tmp_path):
   real_find_spec = importlib.util.find_spec
-  monkeypatch.setattr(embedders, "EXTRACTED_DIR", tmp_path)
+  monkeypatch.setattr(basic_pitch_embedder, "EXTRACTED_DIR", tmp_path)
   monkeypatch.setattr(importlib.util, "find_spec",
                       lambda name, *a: None if name == "basic_pitch" else real_find_spec(name, *a))
   assert "basic_pitch" in embedders.available()
