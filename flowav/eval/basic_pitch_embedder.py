@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-# Where `make` unpacks wheels whose packages flowav reads files from without importing them.
+# Where `make` unpacks weight wheels it does not install (as flowav.encoders.mobilenet_v2 does).
 EXTRACTED_DIR = pathlib.Path(sys.prefix) / "share" / "flowav"
 
 # basic-pitch 0.4.0's constants.py and inference.run_inference: the model sees 2 s windows less one

