@@ -10,8 +10,10 @@ and reports XLA's FLOP count of one evaluation, the FLOP/s reached beside a 2048
 measured in the same run (the machine's practical peak for that dtype), and the targets beside
 MMAudio S-16k in PyTorch measured on this machine (the issue's numbers). Medians of `--repeats`.
 Writes benchmarks/results/omni_sample_speed_<backend>.json with the CPU model and XLA flags.
+--reuse_host_memory runs under flowav.host_memory's malloc settings (as `python -m flowav.main
+--reuse_host_memory sample ...` does) and writes ..._reuse_host_memory.json beside it.
 
-  python benchmarks/omni_sample_speed.py [--repeats=5] [--dtypes=float32,bfloat16]
+  python benchmarks/omni_sample_speed.py [--repeats=5] [--dtypes=float32,bfloat16] [--reuse_host_memory]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from flowav import models
+from flowav import host_memory, models
 from flowav.flow import guidance, samplers
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
@@ -38,6 +40,9 @@ _STEPS = flags.DEFINE_integer("steps", 25, "Euler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.5, "Guidance scale (spec §4).")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Matmul input dtypes to time.")
 _OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
+_REUSE_HOST_MEMORY = flags.DEFINE_bool(
+  "reuse_host_memory", False, "Run under flowav.host_memory's malloc settings (keep freed host "
+  "memory, dispatch on the calling thread), as `python -m flowav.main --reuse_host_memory` does.")
 
 SECONDS = 8.0
 # Issue targets and MMAudio S-16k in PyTorch 2.13 on this machine (same shapes, 57.3 GFLOP/eval).
@@ -159,6 +164,8 @@ def derive(res: dict) -> dict:
 
 
 def main(_):
+  if _REUSE_HOST_MEMORY.value:
+    host_memory.reuse_freed_host_memory()  # before JAX creates its backend
   cfg = models.model_config({"name": "audiogen_omni", "variant": "mmaudio_s"})
   result = {
     "benchmark": "audiogen_omni_sample_speed", "variant": "mmaudio_s", "batch": 1,
@@ -171,11 +178,12 @@ def main(_):
     "dtypes": {d: measure(d) for d in _DTYPES.value},
     "machine": {"host": socket.gethostname(), "cpu": machine.cpu_model(),
                 "cores": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
-                "xla_flags": os.environ.get("XLA_FLAGS", "")},
+                "xla_flags": os.environ.get("XLA_FLAGS", ""), "host_malloc": host_memory.describe()},
     "date": time.strftime("%Y-%m-%d"),
   }
   out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
-                     f"omni_sample_speed_{jax.default_backend()}.json")
+                     f"omni_sample_speed_{jax.default_backend()}"
+                     f"{'_reuse_host_memory' if _REUSE_HOST_MEMORY.value else ''}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = out.with_suffix(".tmp")
   tmp.write_text(json.dumps(result, indent=1) + "\n")

@@ -23,8 +23,10 @@ def _main(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tiny_demo, tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp("omni")
+  # Phones laid over their frames, as the `demo` variant does (and eval's uniform-timing arm).
   _main("train", "--config=configs/audiogen_omni.py:tiny", f"--workdir={workdir}",
-        f"--config.data.dir={tiny_demo}", "--config.train.ema_decay=0.9")
+        f"--config.data.dir={tiny_demo}", "--config.train.ema_decay=0.9",
+        "--config.model.lyrics_aligned=True")
   return workdir
 
 
@@ -73,7 +75,8 @@ def test_eval_scores_every_task_against_its_control(trained):
     assert 0.0 <= tasks["video_to_sound"][arm]["f1"] <= 1.0
   assert set(tasks) == {"video_to_sound", "caption_to_sound", "speech", "transcript_to_speech",
                         "song"}
-  assert "lip_sync" in tasks["speech"] and "intelligibility" in tasks["speech"]
+  assert {"lip_sync", "lip_sync_uniform_timing", "intelligibility"} <= set(tasks["speech"])
+  assert "speech_lip_corr_uniform_timing/control" in result["headline"]
   assert "video_to_sound_f1/model" in result["headline"]
   spread = result["dtype_comparison"]
   assert len(spread["float32"]) == 2 and set(spread["within_spread"]) == set(spread["bfloat16"])

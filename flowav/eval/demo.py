@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -113,10 +114,13 @@ def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size:
 
 
 def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: int, fps: float,
-                    max_lag: int, seed: int
+                    max_lag: int, seed: int,
+                    durations: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
                     ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
   """Lip sync of model / control / codec (see the module docstring); also returns every arm's
-  waveforms, with a `null` arm (no conditions) for `demo_measures`."""
+  waveforms, with a `null` arm (no conditions) for `demo_measures`. `durations(batch)` gives each
+  arm's phone durations `[B, L_p]` (default: the run's duration predictor on the arm's video)."""
+  durations = durations or run.predict_durations
   sr = int(run.codec.sample_rate)
   all_wavs: dict[str, list[np.ndarray]] = {"model": [], "control": [], "codec": [], "null": []}
   stats: dict[str, list[dict[str, float]]] = {"model": [], "control": [], "codec": []}
@@ -128,9 +132,9 @@ def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: 
     control = dict(batch)
     other = inputs.stack(videos[start:start + len(group)])
     control["video_features"], control["video_mask"] = other["video_features"], other["video_mask"]
-    # Durations from the duration predictor on each arm's own video (never the ground truth).
-    batch["phone_durations"] = run.predict_durations(batch)
-    control["phone_durations"] = run.predict_durations(control)
+    # By default durations from the duration predictor on each arm's own video (never the truth).
+    batch["phone_durations"] = durations(batch)
+    control["phone_durations"] = durations(control)
     valid = batch["transcript_mask"]
     err = np.abs(np.cumsum(batch["phone_durations"], -1) - np.cumsum(gt_durations, -1))
     boundary_err.extend(err[valid].tolist())

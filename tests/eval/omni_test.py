@@ -48,6 +48,15 @@ def test_swap_condition_takes_only_that_condition():
   np.testing.assert_array_equal(out["text_ids"], batch["text_ids"])
 
 
+def test_uniform_phone_durations_keep_each_rows_total_and_order_but_not_its_timing():
+  batch = {"phone_durations": np.array([[5, 1, 1, 0], [2, 9, 0, 0], [3, 3, 3, 3]], np.int32),
+           "transcript_mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], bool)}
+  out = omni.uniform_phone_durations(batch)
+  assert out.dtype == np.int32
+  np.testing.assert_array_equal(out, [[3, 2, 2, 0], [6, 5, 0, 0], [3, 3, 3, 3]])
+  assert batch["phone_durations"][0, 0] == 5  # the input is not modified
+
+
 def _result() -> dict:
   tasks = {"video_to_sound": {"model": {"f1": 0.8}, "control": {"f1": 0.2}, "codec": {"f1": 1.0}},
            "caption_to_sound": {"model": 0.7, "control": 0.3, "codec": 1.0},
@@ -71,9 +80,22 @@ def test_render_puts_model_beside_control_and_says_what_was_skipped():
   assert "| video_to_sound: onset F1 | 0.800 | 0.200 | 1.000 | another clip's video |" in text
   assert "| caption_to_sound: material accuracy | 0.700 | 0.300 | 1.000 |" in text
   assert "skipped: ImportError: no whisper" in text
+  assert "uniform phone timing" not in text  # absent for a model that does not read the timing
+  result = _result()
+  result["tasks"]["speech"]["lip_sync_uniform_timing"] = {"model": {"corr_at_zero_mean": 0.2},
+                                                          "control": {"corr_at_zero_mean": 0.19}}
+  assert omni.headline(result["tasks"])["speech_lip_corr_uniform_timing/model"] == 0.2
+  assert ("| speech: lip corr at lag 0, uniform phone timing | 0.200 | 0.190 | n/a | "
+          "another clip's video |") in omni.render(result)
   result = _result()
   result["dtype_comparison"] = {"seeds": [0, 1000], "float32": [{"a": 0.5}, {"a": 0.7}],
                                 "bfloat16": {"a": 0.6}, "within_spread": {"a": True}}
   assert "| a | 0.500, 0.700 | 0.600 | True |" in omni.render(result)
-  result["loss_gap"] = {"speech": {"transcript": {"model": 0.12, "control": 0.3, "ratio": 2.5}}}
-  assert "| speech | transcript | 0.1200 | 0.3000 | 2.500 |" in omni.render(result)
+  result["loss_gap"] = {"speech": {"transcript": {"model": 0.12, "control": 0.3, "ratio": 2.5}},
+                        "caption_to_sound": {"caption": {
+                          "model": 0.1, "control": 0.102, "ratio": 1.02,
+                          "by_t": {"0.9": [0.05, 0.05], "0.1": [0.2, 0.21]}}}}
+  text = omni.render(result)
+  assert "| speech | transcript | 0.1200 | 0.3000 | 2.500 | n/a |" in text
+  # The noisiest t is the smallest, wherever it sits in the mapping.
+  assert "| caption_to_sound | caption | 0.1000 | 0.1020 | 1.020 | 1.050 |" in text
