@@ -76,6 +76,9 @@ def test_eval_scores_every_task_against_its_control(trained):
   assert set(tasks) == {"video_to_sound", "caption_to_sound", "speech", "transcript_to_speech",
                         "song"}
   assert {"lip_sync", "lip_sync_uniform_timing", "intelligibility"} <= set(tasks["speech"])
+  assert tasks["speech"]["lip_sync"]["phone_timing"] == "clip"  # Omni has no duration predictor
+  uniform = tasks["speech"]["lip_sync_uniform_timing"]
+  assert uniform["phone_timing"] == "uniform_phone_durations" and uniform["boundary_error_frames_median"] >= 0
   assert "speech_lip_corr_uniform_timing/control" in result["headline"]
   assert "video_to_sound_f1/model" in result["headline"]
   spread = result["dtype_comparison"]

@@ -115,14 +115,23 @@ def evaluate_impacts(run: generate.Run, clips: list[inputs.Clip], *, batch_size:
 
 def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: int, fps: float,
                     max_lag: int, seed: int,
-                    durations: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
+                    durations: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+                    with_null: bool = True
                     ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
   """Lip sync of model / control / codec (see the module docstring); also returns every arm's
-  waveforms, with a `null` arm (no conditions) for `demo_measures`. `durations(batch)` gives each
-  arm's phone durations `[B, L_p]` (default: the run's duration predictor on the arm's video)."""
+  waveforms, with (if `with_null`) a `null` arm (no conditions) for `demo_measures`.
+  `durations(batch)` gives each arm's phone durations `[B, L_p]` (default: the run's duration
+  predictor on the arm's video; the clip's own for models without one); summary["phone_timing"]
+  names it."""
+  if durations is None:
+    phone_timing = "duration_predictor" if hasattr(run.model, "predict_durations") else "clip"
+  else:
+    phone_timing = durations.__name__
   durations = durations or run.predict_durations
   sr = int(run.codec.sample_rate)
-  all_wavs: dict[str, list[np.ndarray]] = {"model": [], "control": [], "codec": [], "null": []}
+  all_wavs: dict[str, list[np.ndarray]] = {"model": [], "control": [], "codec": []}
+  if with_null:
+    all_wavs["null"] = []
   stats: dict[str, list[dict[str, float]]] = {"model": [], "control": [], "codec": []}
   boundary_err = []
   videos = [c.prepared for c in clips[1:] + clips[:1]]
@@ -143,8 +152,10 @@ def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: 
             "control": run.decode(run.sample(control, key), batch, vocoder=EVAL_VOCODER),
             "codec": [run.codec.decode(np.asarray(c.example["audio_latents"]), vocoder=EVAL_VOCODER)
                       for c in group]}
-    null = run.decode(run.sample(batch, key, unconditional=True), batch, vocoder=EVAL_VOCODER)
-    for arm, w in (*wavs.items(), ("null", null)):
+    if with_null:
+      all_wavs["null"].extend(
+        run.decode(run.sample(batch, key, unconditional=True), batch, vocoder=EVAL_VOCODER))
+    for arm, w in wavs.items():
       all_wavs[arm].extend(w)
     for j, clip in enumerate(group):
       mouth = np.asarray(_truth(clip)["mouth_open"], np.float64)
@@ -161,7 +172,9 @@ def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: 
       "median_abs_lag_frames": float(np.median(np.abs(lags))),
       "frac_abs_lag_le_1": float(np.mean(np.abs(lags) <= 1)),
     }
-  summary["duration_predictor_boundary_error_frames_median"] = float(np.median(boundary_err))
+  # How far the phone boundaries used are from the clip's own (cumulative frames).
+  summary["phone_timing"] = phone_timing
+  summary["boundary_error_frames_median"] = float(np.median(boundary_err))
   summary["num_clips"] = len(clips)
   return summary, all_wavs
 

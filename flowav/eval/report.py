@@ -98,7 +98,7 @@ def render(result: dict[str, Any], timings: dict[str, float] | None = None) -> s
     sp = result["speech"]
     lines += ["", f"## Speech (visual TTS), {sp['num_clips']} held-out clips", "",
               "Phone durations from the duration predictor on the video (median boundary error "
-              f"{sp['duration_predictor_boundary_error_frames_median']:.1f} latent frames).", "",
+              f"{sp['boundary_error_frames_median']:.1f} latent frames).", "",
               "| arm | corr at lag 0 | corr at best lag | median abs lag (frames) | lag <= 1 |",
               "|---|---|---|---|---|"]
     for arm in ("model", "control", "codec"):
