@@ -21,7 +21,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c = common.base_config()
   c.model = common.model_section("vssflow", arg.variant, vssflow.VSSFlowConfig, vssflow.VARIANTS)
   # CFG dropout (spec §3): speaker alone with p, all conditions together with p.
-  c.flow.dropout = dict(p_speaker=0.1, p_all=0.1)
+  # p_timing (not in the spec, off): phone-timing dropout (flowav/train/timing_dropout.py).
+  c.flow.dropout = dict(p_speaker=0.1, p_all=0.1, p_timing=0.0)
   if arg.variant == "paper":
     # Spec §3: AdamW, effective lr 1.152e-4 at effective batch 288, 2000 warmup steps, constant.
     c.data.clip_seconds = 10.0

@@ -23,10 +23,11 @@ def _main(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tiny_demo, tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp("omni")
-  # Phones laid over their frames, as the `demo` variant does (and eval's uniform-timing arm).
+  # Phones laid over their frames, as the `demo` variant does (and eval's uniform-timing arm),
+  # trained with phone-timing dropout from the command line.
   _main("train", "--config=configs/audiogen_omni.py:tiny", f"--workdir={workdir}",
         f"--config.data.dir={tiny_demo}", "--config.train.ema_decay=0.9",
-        "--config.model.lyrics_aligned=True")
+        "--config.model.lyrics_aligned=True", "--config.flow.dropout.p_timing=0.5")
   return workdir
 
 

@@ -42,6 +42,7 @@ from flowav import generate
 from flowav.data import inputs, pipeline, records
 from flowav.eval import classifier as classifier_lib
 from flowav.eval import demo, demo_measures, pitch, reliance
+from flowav.train import timing_dropout
 
 # The model's batch keys that carry each user-facing condition (flowav-demo's streams).
 CONDITION_MASKS = {"video": ("video_mask",), "caption": ("text_mask",),
@@ -110,15 +111,8 @@ def _arm_wavs(run: generate.Run, clips: Sequence[inputs.Clip], keep: Sequence[st
 def uniform_phone_durations(batch: Mapping[str, np.ndarray]) -> np.ndarray:
   """`[B, L_p]` durations that keep each row's total speech frames but spread them evenly over its
   valid phones (the first ones get the remainder): the transcript's order without its timing."""
-  durations = np.array(batch["phone_durations"], np.int64)
-  valid = np.asarray(batch["transcript_mask"], bool)
-  for row, keep in zip(durations, valid, strict=True):
-    n, total = int(keep.sum()), int(row[keep].sum())
-    if n:
-      even = np.full(n, total // n)
-      even[:total - int(even.sum())] += 1
-      row[keep] = even
-  return durations.astype(np.asarray(batch["phone_durations"]).dtype)
+  return np.asarray(timing_dropout.uniform_durations(np.asarray(batch["phone_durations"]),
+                                                     np.asarray(batch["transcript_mask"], bool)))
 
 
 def caption_to_sound(run: generate.Run, clips: Sequence[inputs.Clip], workdir: pathlib.Path,

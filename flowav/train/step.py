@@ -3,6 +3,8 @@
 Every model implements the same small interface (flowav/models): `conditions(batch)`,
 `drop_conditions(cond, key, **rates)`, `__call__(x_t, t, cond) -> velocity`, and
 `auxiliary_loss(batch) -> (loss, metrics)` for side objectives such as a duration predictor.
+`config.flow.dropout` holds the models' CFG dropout rates, plus `p_timing` for any model that reads
+phone durations (flowav/train/timing_dropout.py), applied to the batch before `conditions`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from flax import nnx
 from flowav.data import schema
 from flowav.flow import loss as flow_loss
 from flowav.flow import paths, timesteps
+from flowav.train import timing_dropout
 from flowav.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -39,6 +42,9 @@ def step_config(config: Any) -> StepConfig:
   if f.t_sampler == "logit_normal":
     kwargs = dict(mean=float(f.logit_normal_mean), std=float(f.logit_normal_std))
   dropout = tuple(sorted((k, float(v)) for k, v in dict(f.get("dropout", {})).items()))
+  p_timing = dict(dropout).get("p_timing", 0.0)
+  if not 0.0 <= p_timing <= 1.0:
+    raise ValueError(f"config.flow.dropout.p_timing={p_timing} must lie in [0, 1]")
   return StepConfig(t_sampler=timesteps.make_t_sampler(f.t_sampler, **kwargs), dropout=dropout,
                     ema_decay=float(config.train.ema_decay), grad_accum=int(config.optim.grad_accum))
 
@@ -63,11 +69,18 @@ def flow_matching_loss(model: nnx.Module, batch: Batch, key: jax.Array, cfg: Ste
   x1 = batch["audio_latents"]
   t = cfg.t_sampler.sample(k_t, (x1.shape[0],))
   x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
-  cond = model.conditions(batch)
-  if train and cfg.dropout:
-    cond = model.drop_conditions(cond, k_drop, **dict(cfg.dropout))
+  rates = dict(cfg.dropout)
+  p_timing = rates.pop("p_timing", 0.0)  # taken here: the conditions are built from the timing
+  cond_batch = batch
+  if train and p_timing > 0 and "phone_durations" in batch and "transcript_mask" in batch:
+    # A key derived from k_drop, so runs without timing dropout keep their random streams.
+    cond_batch = {**batch, "phone_durations": timing_dropout.drop_timing(
+      batch["phone_durations"], batch["transcript_mask"], jax.random.fold_in(k_drop, 1), p_timing)}
+  cond = model.conditions(cond_batch)
+  if train and rates:
+    cond = model.drop_conditions(cond, k_drop, **rates)
   loss, per_example = velocity_mse(model, batch, t, x0, cond)
-  aux, aux_metrics = model.auxiliary_loss(batch)
+  aux, aux_metrics = model.auxiliary_loss(batch)  # the true durations (a duration predictor's target)
   metrics = {"flow_loss": loss, **aux_metrics}
   # Per-task loss for logging: mean over the examples of each task present in the batch.
   task = batch["task_id"]
