@@ -31,7 +31,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # Spec §3: independent CFG drops of video (with sync), caption and lyrics, p = 0.1 each; the
   # logit-normal t sampler; §4: Euler, 25 steps, CFG 4.5 for every task.
   # p_timing (not in the spec, off): phone-timing dropout for `lyrics_aligned` models, which
-  # otherwise place speech from the transcript's timing alone (flowav/train/timing_dropout.py).
+  # otherwise place speech from the transcript's timing alone; 0.5 teaches lip sync from the video
+  # but costs intelligibility (README; flowav/train/timing_dropout.py).
   c.flow.dropout = dict(p_video=0.1, p_caption=0.1, p_lyrics=0.1, p_timing=0.0)
   c.flow.t_sampler = "logit_normal"
   c.sample.update(method="euler", num_steps=25, cfg_scale=4.5, cfg_scale_speech=4.5)

@@ -81,11 +81,14 @@ def test_eval_scores_every_task_against_its_control(trained):
   uniform = tasks["speech"]["lip_sync_uniform_timing"]
   assert uniform["phone_timing"] == "uniform_phone_durations" and uniform["boundary_error_frames_median"] >= 0
   assert "speech_lip_corr_uniform_timing/control" in result["headline"]
+  diff = uniform["corr_at_zero_model_minus_control"]  # paired over the 2 clips
+  assert diff["ci_low"] <= diff["diff"] <= diff["ci_high"]
   assert "video_to_sound_f1/model" in result["headline"]
   spread = result["dtype_comparison"]
   assert len(spread["float32"]) == 2 and set(spread["within_spread"]) == set(spread["bfloat16"])
   report = (trained / "report.md").read_text()
   assert "video_to_sound: onset F1" in report and "bfloat16" in report
+  assert "speech lip_sync_uniform_timing, corr at lag 0, model minus control" in report
   gaps = result["loss_gap"]
   assert set(gaps["speech"]) == {"transcript", "video"} and set(gaps["caption_to_sound"]) == {
     "caption"}

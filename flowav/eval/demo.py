@@ -172,6 +172,10 @@ def evaluate_speech(run: generate.Run, clips: list[inputs.Clip], *, batch_size: 
       "median_abs_lag_frames": float(np.median(np.abs(lags))),
       "frac_abs_lag_le_1": float(np.mean(np.abs(lags) <= 1)),
     }
+  if len(clips) >= 2:  # a bootstrap over one clip says nothing
+    summary["corr_at_zero_model_minus_control"] = lipsync.paired_mean_difference(
+      [r["corr_at_zero"] for r in stats["model"]], [r["corr_at_zero"] for r in stats["control"]],
+      seed=seed)
   # How far the phone boundaries used are from the clip's own (cumulative frames).
   summary["phone_timing"] = phone_timing
   summary["boundary_error_frames_median"] = float(np.median(boundary_err))

@@ -41,7 +41,7 @@ import numpy as np
 from flowav import generate
 from flowav.data import inputs, pipeline, records
 from flowav.eval import classifier as classifier_lib
-from flowav.eval import demo, demo_measures, pitch, reliance
+from flowav.eval import demo, demo_measures, lipsync, pitch, reliance
 from flowav.train import timing_dropout
 
 # The model's batch keys that carry each user-facing condition (flowav-demo's streams).
@@ -227,8 +227,9 @@ def evaluate_task(run: generate.Run, task: str, clips: Sequence[inputs.Clip],
 
   out = {"intelligibility": res, "lip_sync": lip_sync()}
   # The clip's own phone timing places the speech whatever the video (step 5051 of the demo: lip
-  # corr 0.70 with its video vs 0.67 with another's, but 0.20 vs 0.19 with uniform timing).
-  if getattr(run.model.cfg, "lyrics_aligned", False):
+  # corr 0.70 with its video vs 0.67 with another's, but 0.20 vs 0.19 with uniform timing; trained
+  # with p_timing=0.5, step 5043: 0.68 vs 0.31 with uniform timing).
+  if run.model.cfg.reads_phone_timing:
     out["lip_sync_uniform_timing"] = lip_sync(durations=uniform_phone_durations)
   return out
 
@@ -366,6 +367,10 @@ def render(result: Mapping[str, Any]) -> str:
         v = v.get(k) if isinstance(v, Mapping) else None
       vals.append("n/a" if v is None else f"{float(v):.3f}")
     lines.append(f"| {name} | " + " | ".join(vals) + f" | {control} |")
+  for arm in ("lip_sync", "lip_sync_uniform_timing"):
+    d = (t.get("speech", {}).get(arm) or {}).get("corr_at_zero_model_minus_control")
+    if d:
+      lines.append(f"\nspeech {arm}, corr at lag 0, {lipsync.describe_difference(d)}.")
   gaps = result.get("loss_gap")
   if gaps:
     # A class-level condition (the caption's material, the song's melody) sets the coarse sound,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from flowav.eval import lipsync
+
 _ARMS = {"model": "model (own conditions)", "control": "control (another clip's video)",
          "null": "control (no conditions)", "real_other_subset": "control (real audio, other subset)",
          "codec": "upper bound (real audio through the codec)"}
@@ -107,6 +109,9 @@ def render(result: dict[str, Any], timings: dict[str, float] | None = None) -> s
                "codec": "real audio through the codec"}[arm]
       lines.append(f"| {label} | {m['corr_at_zero_mean']:.3f} | {m['corr_at_best_mean']:.3f} | "
                    f"{m['median_abs_lag_frames']:.1f} | {m['frac_abs_lag_le_1']:.2f} |")
+    if "corr_at_zero_model_minus_control" in sp:
+      lines += ["", "Corr at lag 0, " + lipsync.describe_difference(sp["corr_at_zero_model_minus_control"])
+                + "."]
   if "vocoder" in result:
     lines += ["", "## Vocoder: HiFi-GAN (the default, installed) vs Griffin-Lim on the held-out real "
               "audio", "", "Distances to the original wav after wav -> mel -> wav (lower is closer; "

@@ -99,6 +99,11 @@ class AudioGenOmniConfig:
     return blocks.ffn_hidden(self.width, self.ffn_multiple_of)
 
   @property
+  def reads_phone_timing(self) -> bool:
+    """Whether the conditions read 'phone_durations' (only when the phones are laid over frames)."""
+    return self.lyrics_aligned
+
+  @property
   def sync_in(self) -> tuple[int, float]:
     """(width, rate) of the features the sync branch reads."""
     if self.sync_source == "video_features":

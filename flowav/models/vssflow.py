@@ -97,6 +97,11 @@ class VSSFlowConfig:
     """C_in = C_a + phone_dim + tau: the DiT's in- and out-channels (161 in the paper)."""
     return self.audio_channels + self.phone_dim + int(self.temporal_channel)
 
+  @property
+  def reads_phone_timing(self) -> bool:
+    """Whether training conditions read 'phone_durations' (the phone track; timing dropout's target)."""
+    return True
+
 
 _DEMO_DP = dict(dp_vocab=64, dp_embed_dim=32, dp_enc_dim=64, dp_enc_heads=4, dp_enc_ff=128,
                 dp_enc_layers=1, dp_bridge_dim=64, dp_dec_dim=32, dp_dec_heads=1, dp_dec_ff=64,

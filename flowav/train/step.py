@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from flowav import models
 from flowav.data import schema
 from flowav.flow import loss as flow_loss
 from flowav.flow import paths, timesteps
@@ -45,6 +46,12 @@ def step_config(config: Any) -> StepConfig:
   p_timing = dict(dropout).get("p_timing", 0.0)
   if not 0.0 <= p_timing <= 1.0:
     raise ValueError(f"config.flow.dropout.p_timing={p_timing} must lie in [0, 1]")
+  if p_timing > 0 and not models.model_config(config.model).reads_phone_timing:
+    # Would train exactly as with 0: say so rather than let a sweep compare identical runs.
+    raise ValueError(f"config.flow.dropout.p_timing={p_timing} has no effect: model "
+                     f"{config.model.name!r} ({config.model.variant!r}, with these overrides) does not "
+                     f"read phone durations (AudioGen-Omni reads them with "
+                     f"config.model.lyrics_aligned=True)")
   return StepConfig(t_sampler=timesteps.make_t_sampler(f.t_sampler, **kwargs), dropout=dropout,
                     ema_decay=float(config.train.ema_decay), grad_accum=int(config.optim.grad_accum))
 

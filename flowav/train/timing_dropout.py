@@ -6,7 +6,9 @@ the demo's Omni at step 5051 reached lip corr 0.70 with the clip's own timing, b
 uniform timing and its own video against 0.19 with another clip's (flowav/eval/omni.py). With rate
 `config.flow.dropout.p_timing`, a training row gets `uniform_durations` instead, which keep the
 row's total speech frames, so only the video can say where each phone falls. This is a training
-option, like CFG dropout; the rows' true durations still train a duration predictor.
+option, like CFG dropout; the rows' true durations still train a duration predictor. Measured on
+the demo's Omni (rate 0.5, step 5043): uniform-timing lip corr 0.68 with its own video vs 0.31 with
+another clip's, but speech WER 1.23 against 0.71 without it, hence off by default.
 """
 
 from __future__ import annotations

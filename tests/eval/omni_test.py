@@ -83,10 +83,15 @@ def test_render_puts_model_beside_control_and_says_what_was_skipped():
   assert "uniform phone timing" not in text  # absent for a model that does not read the timing
   result = _result()
   result["tasks"]["speech"]["lip_sync_uniform_timing"] = {"model": {"corr_at_zero_mean": 0.2},
-                                                          "control": {"corr_at_zero_mean": 0.19}}
+                                                          "control": {"corr_at_zero_mean": 0.19},
+                                                          "corr_at_zero_model_minus_control": {
+                                                            "diff": 0.01, "ci_low": -0.02,
+                                                            "ci_high": 0.04}}
   assert omni.headline(result["tasks"])["speech_lip_corr_uniform_timing/model"] == 0.2
   assert ("| speech: lip corr at lag 0, uniform phone timing | 0.200 | 0.190 | n/a | "
           "another clip's video |") in omni.render(result)
+  assert ("speech lip_sync_uniform_timing, corr at lag 0, model minus control: +0.010, paired "
+          "bootstrap 95 % CI [-0.020, +0.040]") in omni.render(result)
   result = _result()
   result["dtype_comparison"] = {"seeds": [0, 1000], "float32": [{"a": 0.5}, {"a": 0.7}],
                                 "bfloat16": {"a": 0.6}, "within_spread": {"a": True}}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import audiogen_omni as omni_config
 from configs import vssflow as vssflow_config
 from flowav.train import runtime, timing_dropout
 from flowav.train import step as step_lib
@@ -71,3 +72,15 @@ def test_rate_outside_zero_one_names_the_flag():
   config.flow.dropout = dict(p_speaker=0.1, p_all=0.1, p_timing=1.5)
   with pytest.raises(ValueError, match="config.flow.dropout.p_timing"):
     step_lib.step_config(config)
+
+
+def test_rate_on_a_model_without_phone_timing_is_refused():
+  """AudioGen-Omni reads phone durations only with lyrics_aligned: a rate elsewhere would train
+  exactly as rate 0, so it is refused, naming the flag and the model option."""
+  config = omni_config.get_config("tiny")
+  config.flow.dropout.p_timing = 0.5
+  config.model.lyrics_aligned = False
+  with pytest.raises(ValueError, match=r"p_timing=0.5 has no effect.*lyrics_aligned"):
+    step_lib.step_config(config)
+  config.model.lyrics_aligned = True
+  assert dict(step_lib.step_config(config).dropout)["p_timing"] == 0.5
