@@ -8,7 +8,8 @@ uniform timing and its own video against 0.19 with another clip's (flowav/eval/o
 row's total speech frames, so only the video can say where each phone falls. This is a training
 option, like CFG dropout; the rows' true durations still train a duration predictor. Measured on
 the demo's Omni (rate 0.5, step 5043): uniform-timing lip corr 0.68 with its own video vs 0.31 with
-another clip's, but speech WER 1.23 against 0.71 without it, hence off by default.
+another clip's, with speech WER 1.23 against 0.71 without it; that WER swings widely between
+checkpoints, so the cost is not settled (README) and the option is off by default.
 """
 
 from __future__ import annotations
