@@ -23,6 +23,7 @@ from flax import nnx
 from flowav.audio.codec import LatentStats, make_codec
 from flowav.data import schema
 from flowav.flow import guidance, samplers
+from flowav.nn.inference import prepare_for_sampling
 from flowav.train import runtime
 from flowav.train import workdir as workdir_lib
 from flowav.train.checkpoint import Checkpointer
@@ -85,11 +86,13 @@ class Run:
 @functools.lru_cache(maxsize=16)
 def _sampler(graphdef: nnx.GraphDef, method: str, num_steps: int, scale: float, rtol: float,
              atol: float, unconditional: bool = False):
-  """One jitted function for the whole sampling loop (conditions built once, outside the ODE)."""
+  """One jitted function for the whole sampling loop: conditions built and weights laid out for
+  inference (`prepare_for_sampling`: unstacked layers, kernels in the compute dtype) once, outside
+  the ODE loop."""
 
   @jax.jit
   def run(params, rest, x0, batch):
-    model = nnx.merge(graphdef, params, rest)
+    model = prepare_for_sampling(nnx.merge(graphdef, params, rest))
     cond = model.conditions(batch)
     null = model.null_conditions(cond)
     if unconditional:  # guidance between two null conditions is the null velocity

@@ -19,6 +19,7 @@ from flowav.nn.embeddings import (
   timestep_sinusoidal,
 )
 from flowav.nn.frames import nearest_source_frames
+from flowav.nn.inference import cast_kernels_to_compute_dtype, prepare_for_sampling
 from flowav.nn.linear import Dense, torch_uniform_init
 from flowav.nn.mlp import Mlp, SwiGLU
 from flowav.nn.norm import FeatureNorm, LayerNorm, RMSNorm
@@ -30,7 +31,8 @@ __all__ = [
   "Embed", "FeatureNorm", "FourierFeatures", "GlobalResponseNorm", "JointAttention", "LayerNorm",
   "Mlp", "RMSNorm",
   "RopeConfig", "Stack", "SwiGLU", "TimestepEmbedder", "apply_rope", "attention_weights",
+  "cast_kernels_to_compute_dtype",
   "depthwise_conv1d", "dot_product_attention", "gate", "mask_frames", "modulate",
-  "nearest_source_frames", "rope_frequencies", "time_positions", "timestep_sinusoidal",
-  "torch_uniform_init",
+  "nearest_source_frames", "prepare_for_sampling", "rope_frequencies", "time_positions",
+  "timestep_sinusoidal", "torch_uniform_init",
 ]

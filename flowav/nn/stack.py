@@ -57,7 +57,31 @@ class Stack(nnx.Module):
 
     self.layers = create(rngs)
 
+  @property
+  def unstacked(self) -> bool:
+    return isinstance(self.layers, nnx.List)
+
+  def unstack(self) -> None:
+    """Holds the layers as a list of separate modules, applied by a Python loop (sampling only).
+
+    XLA:CPU slices a bfloat16 stack in float32 (its float normalisation has no bfloat16
+    dynamic-slice), so a scan over bfloat16 kernels copies every layer's weights at every call;
+    separate per-layer arrays are read in place. Parameter paths become `layers/<i>/...`: use on a
+    merged copy of the weights (`flowav.nn.inference.prepare_for_sampling`), never on a training
+    state or checkpoint. Remat, which only matters for gradients, is dropped.
+    """
+    if self.unstacked:
+      return
+    graphdef, state = nnx.split(self.layers)
+    self.layers = nnx.List([
+      nnx.merge(graphdef, _drop_layer_axis(jax.tree.map(lambda a, i=i: a[i], state)))
+      for i in range(self.num_layers)])
+
   def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+    if self.unstacked:
+      for layer in self.layers:
+        x = layer(x, *args, **kwargs)
+      return x
     # A plain lax.scan over the split state (not nnx.scan), so a stack also runs when a jax
     # transform closes over an eagerly built model, e.g. `jax.jit(lambda x: model(x))`.
     graphdef, state = nnx.split(self.layers)
