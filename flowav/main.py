@@ -43,6 +43,12 @@ _NUM_CLIPS = flags.DEFINE_integer("num_clips", None, "sample/eval: held-out clip
 _DTYPE_SEEDS = flags.DEFINE_integer(
   "dtype_seeds", 0, "eval (AudioGen-Omni): also sample with float32 at this many seeds and with "
   "bfloat16 at the first, and say whether bfloat16 falls within the float32 spread (0: skip).")
+_SPREAD_SEEDS = flags.DEFINE_integer(
+  "spread_seeds", 0, "eval (AudioGen-Omni): re-sample --spread_tasks at this many seeds (the "
+  "eval's own first) and report each measure's spread over them, the sampling noise (0: skip).")
+_SPREAD_TASKS = flags.DEFINE_list(
+  "spread_tasks", ["video_to_sound", "caption_to_sound", "speech", "transcript_to_speech", "song"],
+  "eval --spread_seeds: the AudioGen-Omni tasks to re-sample.")
 _DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tiny", "full"],
                                "build_demo_data: dataset size preset.")
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
@@ -137,16 +143,23 @@ def evaluate(workdir: str) -> dict:
   from flowav.eval import report  # pylint: disable=g-import-not-at-top
   from flowav.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   n = _NUM_CLIPS.value
-  if _DTYPE_SEEDS.value == 1 or _DTYPE_SEEDS.value < 0:
-    raise app.UsageError(f"--dtype_seeds={_DTYPE_SEEDS.value}: 0 skips the comparison; a spread "
-                         "needs at least 2 float32 seeds")
+  for flag in (_DTYPE_SEEDS, _SPREAD_SEEDS):
+    if flag.value == 1 or flag.value < 0:
+      raise app.UsageError(f"--{flag.name}={flag.value}: 0 skips it; a spread needs at least 2 "
+                           "seeds")
+  unknown = sorted(set(_SPREAD_TASKS.value) - set(omni_eval.TASKS))
+  if unknown:
+    raise app.UsageError(f"--spread_tasks: unknown tasks {unknown}; known: {sorted(omni_eval.TASKS)}")
   model_name = workdir_lib.load_config(pathlib.Path(workdir)).model.name
   if model_name == "audiogen_omni":
     # One model, every task: each task with only its conditions (flowav/eval/omni.py).
-    result = omni_eval.evaluate(workdir, num_clips=n, dtype_seeds=_DTYPE_SEEDS.value)
+    result = omni_eval.evaluate(workdir, num_clips=n, dtype_seeds=_DTYPE_SEEDS.value,
+                                spread_seeds=_SPREAD_SEEDS.value,
+                                spread_tasks=tuple(_SPREAD_TASKS.value))
     text = omni_eval.render(result)
-  elif _DTYPE_SEEDS.value:
-    raise app.UsageError(f"--dtype_seeds is for AudioGen-Omni runs; this run's model is "
+  elif _DTYPE_SEEDS.value or _SPREAD_SEEDS.value:
+    flag = "--dtype_seeds" if _DTYPE_SEEDS.value else "--spread_seeds"
+    raise app.UsageError(f"{flag} is for AudioGen-Omni runs; this run's model is "
                          f"{model_name!r}")
   else:
     result = demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2)

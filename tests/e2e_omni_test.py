@@ -66,10 +66,16 @@ def test_bad_conditions_fail_naming_the_flag(trained):
 def test_eval_refuses_a_one_seed_spread(trained):
   res = _main("eval", f"--workdir={trained}", "--dtype_seeds=1", check=False)
   assert res.returncode != 0 and "--dtype_seeds=1" in res.stderr
+  res = _main("eval", f"--workdir={trained}", "--spread_seeds=1", check=False)
+  assert res.returncode != 0 and "--spread_seeds=1" in res.stderr
+  res = _main("eval", f"--workdir={trained}", "--spread_seeds=2", "--spread_tasks=speach",
+              check=False)
+  assert res.returncode != 0 and "--spread_tasks" in res.stderr and "speach" in res.stderr
 
 
 def test_eval_scores_every_task_against_its_control(trained):
-  _main("eval", f"--workdir={trained}", "--num_clips=2", "--dtype_seeds=2")
+  _main("eval", f"--workdir={trained}", "--num_clips=2", "--dtype_seeds=2", "--spread_seeds=2",
+        "--spread_tasks=video_to_sound,transcript_to_speech")
   result = json.loads((trained / "eval.json").read_text())
   tasks = result["tasks"]
   for arm in ("model", "control", "codec"):
@@ -86,8 +92,13 @@ def test_eval_scores_every_task_against_its_control(trained):
   assert "video_to_sound_f1/model" in result["headline"]
   spread = result["dtype_comparison"]
   assert len(spread["float32"]) == 2 and set(spread["within_spread"]) == set(spread["bfloat16"])
+  noise = result["seed_spread"]
+  assert noise["seeds"][1] != noise["seeds"][0] and len(noise["runs"]) == 2
+  assert noise["runs"][0]["video_to_sound_f1/model"] == result["headline"]["video_to_sound_f1/model"]
+  assert {"video_to_sound_f1", "transcript_to_speech_wer"} <= set(noise["model_minus_control"])
   report = (trained / "report.md").read_text()
   assert "video_to_sound: onset F1" in report and "bfloat16" in report
+  assert "Sampling noise: video_to_sound, transcript_to_speech re-sampled" in report
   assert "speech lip_sync_uniform_timing, corr at lag 0, model minus control" in report
   gaps = result["loss_gap"]
   assert set(gaps["speech"]) == {"transcript", "video"} and set(gaps["caption_to_sound"]) == {

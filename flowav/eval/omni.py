@@ -24,6 +24,8 @@ the velocity loss with the clip's own condition vs another clip's (`flowav.eval.
 
 `compare_dtypes` samples the headline measures with float32 at several seeds and with bfloat16
 matmul inputs at the first seed: the bf16 path should fall within the float32 seeds' spread.
+`seed_spread` re-samples chosen tasks at several seeds: the sampling noise of each measure.
+`render` (flowav/eval/omni_report.py) writes report.md.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ import numpy as np
 from flowav import generate
 from flowav.data import inputs, pipeline, records
 from flowav.eval import classifier as classifier_lib
-from flowav.eval import demo, demo_measures, lipsync, pitch, reliance
+from flowav.eval import demo, demo_measures, pitch, reliance
+from flowav.eval.omni_report import render  # noqa: F401  (re-exported: omni.render)
 from flowav.train import timing_dropout
 
 # The model's batch keys that carry each user-facing condition (flowav-demo's streams).
@@ -295,12 +298,46 @@ def compare_dtypes(workdir: pathlib.Path, *, num_clips: int, seeds: Sequence[int
   return out
 
 
+def seed_spread(run: generate.Run, workdir: pathlib.Path, *, num_clips: int,
+                seeds: Sequence[int], tasks: Sequence[str],
+                heldout: Mapping[str, Sequence[inputs.Clip]] | None = None,
+                first: Mapping[str, float] | None = None) -> dict[str, Any]:
+  """Headline numbers of `tasks` re-sampled at every seed (same weights, same clips): how far
+  sampling noise alone moves each measure and each model-minus-control gap, the yardstick for a
+  difference between two checkpoints or options. `first`: seeds[0]'s headline, already measured."""
+  unknown = sorted(set(tasks) - set(TASKS))
+  if unknown:
+    raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASKS)}")
+  if len(seeds) < 2:
+    raise ValueError(f"a spread needs at least 2 seeds, got {list(seeds)}")
+  kw = dict(num_clips=num_clips, tasks=tasks, heldout=heldout)
+  runs = [dict(first) if first is not None and i == 0 else
+          headline(evaluate_tasks(run, workdir, seed=s, **kw)) for i, s in enumerate(seeds)]
+
+  def stats(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
+
+  names = [n for n in runs[0] if all(n in r for r in runs)]
+  gaps = {n[: -len("/model")]: stats([r[n] - r[n.replace("/model", "/control")] for r in runs])
+          for n in names if n.endswith("/model") and n.replace("/model", "/control") in names}
+  return {"seeds": list(seeds), "tasks": list(tasks), "runs": runs,
+          "summary": {n: stats([r[n] for r in runs]) for n in names},
+          "model_minus_control": gaps}
+
+
 def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
-             dtype_seeds: int = 0) -> dict[str, Any]:
-  """Writes `workdir`/eval.json: every task, and with `dtype_seeds` > 1 the bf16 comparison."""
-  if dtype_seeds == 1 or dtype_seeds < 0:
-    raise ValueError(f"dtype_seeds={dtype_seeds}: 0 skips the bfloat16 comparison; a spread "
-                     "needs at least 2 float32 seeds")
+             dtype_seeds: int = 0, spread_seeds: int = 0,
+             spread_tasks: Sequence[str] = tuple(TASKS)) -> dict[str, Any]:
+  """Writes `workdir`/eval.json: every task, with `dtype_seeds` > 1 the bf16 comparison, with
+  `spread_seeds` > 1 `seed_spread` of `spread_tasks` (the eval's own seed first)."""
+  for name, value in (("dtype_seeds", dtype_seeds), ("spread_seeds", spread_seeds)):
+    if value == 1 or value < 0:
+      raise ValueError(f"{name}={value}: 0 skips it; a spread needs at least 2 seeds")
+  unknown = sorted(set(spread_tasks) - set(TASKS))
+  if unknown:
+    raise ValueError(f"spread_tasks: unknown tasks {unknown}; known: {sorted(TASKS)}")
   workdir = pathlib.Path(workdir)
   run = generate.load_run(workdir)
   c = run.config
@@ -318,77 +355,12 @@ def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
     result["dtype_comparison"] = compare_dtypes(
       workdir, num_clips=n, seeds=[seed + 1000 * i for i in range(dtype_seeds)],
       tasks=("video_to_sound", "caption_to_sound"), heldout=heldout)
+  if spread_seeds > 1:
+    first = headline({t: result["tasks"][t] for t in spread_tasks if t in result["tasks"]})
+    result["seed_spread"] = seed_spread(
+      run, workdir, num_clips=n, seeds=[seed + 1000 * i for i in range(spread_seeds)],
+      tasks=tuple(spread_tasks), heldout=heldout, first=first)
   tmp = workdir / "eval.json.tmp"
   tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
   os.replace(tmp, workdir / "eval.json")
   return result
-
-
-def _noisiest_ratio(gap: Mapping[str, Any]) -> str:
-  """Control / model loss at the smallest t of a `reliance.loss_gap` result ("n/a" without by_t)."""
-  by_t = gap.get("by_t") or {}
-  if not by_t:
-    return "n/a"
-  model, control = by_t[min(by_t, key=float)]
-  return f"{control / max(model, 1e-12):.3f}"
-
-
-def render(result: Mapping[str, Any]) -> str:
-  """report.md for an AudioGen-Omni eval.json: one row per task, model beside its control."""
-  lines = [f"# AudioGen-Omni evaluation: {result['workdir']} (step {result['step']}, "
-           f"{result['weights']} weights, {result['num_clips_per_task']} clips per task)", "",
-           "| task: measure | model | control | upper bound (codec) | control is |",
-           "|---|---|---|---|---|"]
-  t = result["tasks"]
-  rows = [("video_to_sound: onset F1", t.get("video_to_sound"), ("f1",), "another clip's video"),
-          ("caption_to_sound: material accuracy", t.get("caption_to_sound"), (),
-           "another clip's caption"),
-          ("speech: WER (lower is better)", t.get("speech", {}).get("intelligibility"), ("wer",),
-           "another clip's transcript"),
-          ("speech: lip corr at lag 0", t.get("speech", {}).get("lip_sync"),
-           ("corr_at_zero_mean",), "another clip's video"),
-          ("speech: lip corr at lag 0, uniform phone timing",
-           t.get("speech", {}).get("lip_sync_uniform_timing"), ("corr_at_zero_mean",),
-           "another clip's video"),
-          ("transcript_to_speech: WER", t.get("transcript_to_speech"), ("wer",),
-           "another clip's transcript"),
-          ("song: pitch accuracy (50 cents)", t.get("song"), ("raw_pitch_accuracy",),
-           "another clip's melody")]
-  for name, res, path, control in rows:
-    if not res:
-      continue
-    if "skipped" in res:
-      lines.append(f"| {name} | skipped: {res['skipped']} | | | |")
-      continue
-    vals = []
-    for arm in ("model", "control", "codec"):
-      v: Any = res.get(arm)
-      for k in path:
-        v = v.get(k) if isinstance(v, Mapping) else None
-      vals.append("n/a" if v is None else f"{float(v):.3f}")
-    lines.append(f"| {name} | " + " | ".join(vals) + f" | {control} |")
-  for arm in ("lip_sync", "lip_sync_uniform_timing"):
-    d = (t.get("speech", {}).get(arm) or {}).get("corr_at_zero_model_minus_control")
-    if d:
-      lines.append(f"\nspeech {arm}, corr at lag 0, {lipsync.describe_difference(d)}.")
-  gaps = result.get("loss_gap")
-  if gaps:
-    # A class-level condition (the caption's material, the song's melody) sets the coarse sound,
-    # so its gap shows at the noisiest t and is diluted by the pooled ratio.
-    lines += ["", "Velocity loss (t = 0.1 ... 0.9, same noise) with each clip's own condition vs "
-              "another clip's: a ratio near 1 means the condition is not read. The last column is "
-              "the ratio at the noisiest t alone.", "",
-              "| task | condition swapped | own | another clip's | ratio | ratio at noisiest t |",
-              "|---|---|---|---|---|---|"]
-    for task, by_condition in gaps.items():
-      for condition, g in by_condition.items():
-        lines.append(f"| {task} | {condition} | {g['model']:.4f} | {g['control']:.4f} | "
-                     f"{g['ratio']:.3f} | {_noisiest_ratio(g)} |")
-  dc = result.get("dtype_comparison")
-  if dc:
-    lines += ["", f"bfloat16 matmul inputs vs float32 at seeds {dc['seeds']}:", "",
-              "| measure | float32 seeds | bfloat16 | within spread |", "|---|---|---|---|"]
-    for name, v in dc["bfloat16"].items():
-      f32 = ", ".join(f"{r[name]:.3f}" for r in dc["float32"] if name in r)
-      lines.append(f"| {name} | {f32} | {v:.3f} | {dc['within_spread'][name]} |")
-  return "\n".join(lines) + "\n"

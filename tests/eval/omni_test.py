@@ -104,3 +104,35 @@ def test_render_puts_model_beside_control_and_says_what_was_skipped():
   assert "| speech | transcript | 0.1200 | 0.3000 | 2.500 | n/a |" in text
   # The noisiest t is the smallest, wherever it sits in the mapping.
   assert "| caption_to_sound | caption | 0.1000 | 0.1020 | 1.020 | 1.050 |" in text
+
+
+def test_seed_spread_summarises_each_measure_and_each_gap(monkeypatch):
+  """seed_spread with the sampling stubbed: each seed's tasks give known numbers."""
+  per_seed = {1000: (0.9, 1.4), 2000: (0.5, 1.0)}  # seed -> (speech WER model, control)
+  calls = []
+
+  def fake_tasks(run, workdir, *, num_clips, seed, tasks, heldout):
+    calls.append((seed, tuple(tasks)))
+    model, control = per_seed[seed]
+    return {"speech": {"intelligibility": {"model": {"wer": model}, "control": {"wer": control}}}}
+
+  monkeypatch.setattr(omni, "evaluate_tasks", fake_tasks)
+  first = {"speech_wer/model": 0.7, "speech_wer/control": 1.5}
+  spread = omni.seed_spread(None, None, num_clips=2, seeds=[0, 1000, 2000], tasks=["speech"],
+                            first=first)
+  assert calls == [(1000, ("speech",)), (2000, ("speech",))]  # seed 0 reused, not re-sampled
+  s = spread["summary"]["speech_wer/model"]
+  assert s["mean"] == pytest.approx(0.7) and s["min"] == 0.5 and s["max"] == 0.9
+  assert s["std"] == pytest.approx(0.2)
+  gap = spread["model_minus_control"]["speech_wer"]  # per seed: -0.8, -0.5, -0.5
+  assert gap["mean"] == pytest.approx(-0.6) and gap["min"] == pytest.approx(-0.8)
+  result = _result()
+  result["seed_spread"] = spread
+  text = omni.render(result)
+  assert "speech re-sampled at seeds [0, 1000, 2000]" in text
+  assert "| speech_wer/model | 0.700, 0.900, 0.500 | 0.700 | 0.200 | 0.500 | 0.900 |" in text
+  assert "| speech_wer: model - control | -0.800, -0.500, -0.500 | -0.600 |" in text
+  with pytest.raises(ValueError, match="unknown tasks"):
+    omni.seed_spread(None, None, num_clips=2, seeds=[0, 1], tasks=["speach"])
+  with pytest.raises(ValueError, match="at least 2 seeds"):
+    omni.seed_spread(None, None, num_clips=2, seeds=[0], tasks=["speech"])
