@@ -39,6 +39,7 @@ from typing import Any
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flowav import nn
 from flowav.models import audiogen_omni_blocks as blocks
@@ -260,9 +261,10 @@ class AudioGenOmni(nnx.Module):
     if self.lyrics is not None:
       text = jnp.concatenate([text, cond["lyrics"]], axis=1)
       text_mask = jnp.concatenate([text_mask, cond["lyric_mask"]], axis=1)
-      text_pos = jnp.concatenate([jnp.zeros((num_caption,), jnp.float32),
-                                  jnp.arange(num_frames, dtype=jnp.float32)])
-      text_rope = jnp.arange(num_caption + num_frames) >= num_caption  # lyric frame j at p = j
+      # numpy: static positions, whose RoPE tables are built once (nn.rope)
+      text_pos = np.concatenate([np.zeros((num_caption,), np.float32),
+                                 np.arange(num_frames, dtype=np.float32)])
+      text_rope = np.arange(num_caption + num_frames) >= num_caption  # lyric frame j at p = j
     audio_pos = nn.time_positions(num_frames, cfg.audio_rate, cfg.audio_rate)
     video_pos = nn.time_positions(num_video, cfg.video_rate, cfg.audio_rate)
     return ((cond["video"], text), (cond["audio_mask"], cond["video_mask"], text_mask),

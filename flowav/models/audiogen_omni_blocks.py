@@ -176,10 +176,12 @@ class StreamLayer(nnx.Module):
   """
 
   def __init__(self, width: int, hidden: int, *, temporal: bool, pre_only: bool = False,
-               conv_kernel: int = 3, dtype: Any = None, rngs: nnx.Rngs):
+               conv_kernel: int = 3, global_cond: bool = False, dtype: Any = None,
+               rngs: nnx.Rngs):
     self.pre_only, self.temporal = pre_only, temporal
     self.norm1, self.norm2 = _norm(width), _norm(width)
-    self.adaln = nn.AdaLNModulation(width, width, 2 if pre_only else 6, dtype=dtype, rngs=rngs)
+    self.adaln = nn.AdaLNModulation(width, width, 2 if pre_only else 6, dtype=dtype,
+                                    per_example=global_cond, rngs=rngs)
     out = ffn = None
     if not pre_only and temporal:
       out = nn.Conv1d(width, width, conv_kernel, axes=("conv_window", "heads", "embed"),
@@ -228,8 +230,10 @@ class JointBlock(nnx.Module):
       use_out_proj=[False, False, not pre_only], dtype=dtype, rngs=rngs), rngs)
     kw = dict(conv_kernel=conv_kernel, dtype=dtype, rngs=rngs)
     self.audio = StreamLayer(width, hidden, temporal=True, **kw)
-    self.video = StreamLayer(width, hidden, temporal=True, pre_only=pre_only, **kw)
-    self.text = StreamLayer(width, hidden, temporal=False, pre_only=pre_only, **kw)
+    # Video and text are modulated by the one-vector c_g: float32 mat-vecs (nn.AdaLNModulation).
+    self.video = StreamLayer(width, hidden, temporal=True, pre_only=pre_only, global_cond=True, **kw)
+    self.text = StreamLayer(width, hidden, temporal=False, pre_only=pre_only, global_cond=True,
+                            **kw)
 
   def __call__(self, streams: tuple[jax.Array, jax.Array, jax.Array], c_a: jax.Array,
                c_g: jax.Array, masks: Sequence[jax.Array], positions: Sequence[jax.Array | None],

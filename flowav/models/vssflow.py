@@ -325,11 +325,12 @@ class VSSFlow(nnx.Module):
     h = self.in_proj(h_in + self.in_conv(h_in))
     time_token = self.time_embed(jnp.broadcast_to(jnp.asarray(t, jnp.float32), (batch,)))
     seq = constrain(jnp.concatenate([time_token[:, None].astype(h.dtype), h], axis=1), _SEQ_AXES)
-    positions = jnp.arange(num_frames + 1, dtype=jnp.float32)  # token 0 is time (spec §2.4)
+    # token 0 is time (spec §2.4); numpy: static positions, RoPE tables built once (nn.rope)
+    positions = np.arange(num_frames + 1, dtype=np.float32)
     ctx_positions = ctx_rope_mask = None
     if not self.cfg.xattn_rope_q_only:
       ctx_positions = positions  # video token k sits at the position k + 1 of its frame
-      ctx_rope_mask = jnp.arange(num_frames + 1) > 0  # the speaker token is not rotated
+      ctx_rope_mask = np.arange(num_frames + 1) > 0  # the speaker token is not rotated
     seq = self.blocks(seq, ctx, ctx_mask, positions, ctx_positions, ctx_rope_mask)
     out = self.out_proj(seq)[:, 1:]
     return out + self.out_conv(out)

@@ -21,21 +21,29 @@ class AdaLNModulation(nnx.Module):
   Param `proj`: Dense(cond_dim -> num_chunks*width, bias), kernel named `axes`
   (default ('embed', 'mlp')). `zero_init=True` zeros kernel and bias; `kernel_init` overrides the
   kernel init otherwise (e.g. flowley's N(0, 1e-3)).
+
+  `per_example=True`: c is one vector per example (`[B, Dc]` only) and the projection stays in
+  float32 whatever `dtype` is. Its few rows make it a memory-bound mat-vec, which XLA:CPU computes
+  in float32 anyway: it up-casts a bfloat16 dot with one row, converting the whole kernel at every
+  call (~15 % of a bfloat16 AudioGen-Omni sampling step, benchmarks/omni_sample_speed.py).
   """
 
   def __init__(self, cond_dim: int, width: int, num_chunks: int, *, zero_init: bool = True,
                kernel_init: Initializer | None = None,
                axes: tuple[str | None, str | None] = ("embed", "mlp"), dtype: Any = None,
-               rngs: nnx.Rngs):
+               per_example: bool = False, rngs: nnx.Rngs):
     if num_chunks <= 0:
       raise ValueError(f"AdaLNModulation: num_chunks={num_chunks} must be positive")
     if zero_init:
       kernel_init = nnx.initializers.zeros_init()
     self.cond_dim, self.width, self.num_chunks = cond_dim, width, num_chunks
+    self.per_example = per_example
     self.proj = Dense(cond_dim, num_chunks * width, axes=axes, use_bias=True,
-                      kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+                      kernel_init=kernel_init, dtype=None if per_example else dtype, rngs=rngs)
 
   def __call__(self, c: jax.Array) -> tuple[jax.Array, ...]:
+    if self.per_example and c.ndim != 2:
+      raise ValueError(f"AdaLNModulation(per_example=True): c must be [B, Dc], got shape {c.shape}")
     if c.ndim == 2:
       c = c[:, None, :]
     elif c.ndim != 3:

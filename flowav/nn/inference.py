@@ -36,7 +36,8 @@ def cast_kernels_to_compute_dtype(model: nnx.Module) -> int:
 
 
 def prepare_for_sampling(model: nnx.Module) -> nnx.Module:
-  """Unstacks every `Stack` into per-layer modules, then casts matmul kernels to compute dtypes.
+  """Unstacks every `Stack` into per-layer modules, lays out conv taps (`Conv1d.lay_out_taps`),
+  then casts matmul kernels to compute dtypes.
 
   Mutates and returns `model`, which must be a merged copy used only for sampling (inside the
   jitted sampler, before the ODE loop, so XLA does the work once per sample): its parameter paths
@@ -46,5 +47,8 @@ def prepare_for_sampling(model: nnx.Module) -> nnx.Module:
   stacks = [module for _, module in nnx.iter_graph(model) if isinstance(module, Stack)]
   for stack in stacks:
     stack.unstack()  # first, so each layer's kernel is sliced in float32 and cast in one pass
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, Conv1d):
+      module.lay_out_taps()
   cast_kernels_to_compute_dtype(model)
   return model

@@ -7,6 +7,11 @@
 - Positions are floats in one reference time unit, so streams at different frame rates share one
   time axis (PAAPI, audiogen_omni §2.6: `p = (i / r_stream) * r_ref`); see `time_positions`.
 - `enabled=False` tokens are returned untouched (PAAPI: no rotation on caption tokens).
+- Positions given as a numpy array (built from static shapes, as `time_positions` returns them)
+  get their cos/sin tables computed once at trace time and baked into the program. From traced
+  positions XLA:CPU fuses sin/cos into each layer's q/k fusion and evaluates them for every head
+  and element: ~1 ms per attention layer at AudioGen-Omni's mmaudio_s shapes, ~10 % of a bfloat16
+  velocity evaluation (benchmarks/omni_sample_speed.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 LAYOUTS = ("half", "interleaved")
 
@@ -39,13 +45,31 @@ def rope_frequencies(rot_dim: int, theta: float = 10000.0) -> jax.Array:
   """`f_k = theta ** (-2k / rot_dim)`, k < rot_dim // 2: float32 `[rot_dim // 2]` (vssflow §2.4)."""
   if rot_dim < 0 or rot_dim % 2:
     raise ValueError(f"rope_frequencies: rot_dim={rot_dim} must be a non-negative even number")
-  k = jnp.arange(rot_dim // 2, dtype=jnp.float32)
-  return jnp.asarray(theta, jnp.float32) ** (-2.0 * k / rot_dim)
+  return jnp.asarray(_frequencies(rot_dim, theta))
+
+
+def _frequencies(rot_dim: int, theta: float) -> np.ndarray:
+  k = np.arange(rot_dim // 2, dtype=np.float32)
+  return np.float32(theta) ** (np.float32(-2.0) * k / np.float32(rot_dim))
+
+
+def rope_tables(positions: jax.Array | np.ndarray,
+                cfg: RopeConfig) -> tuple[jax.Array | np.ndarray, jax.Array | np.ndarray]:
+  """cos and sin of `positions [..., L] * f`: float32 `[..., L, rot_dim // 2]` each.
+
+  numpy positions give numpy tables (constants under jit, see the module docstring).
+  """
+  freqs = _frequencies(cfg.rot_dim, cfg.theta)
+  if isinstance(positions, np.ndarray):
+    angles = positions.astype(np.float32)[..., None] * freqs
+    return np.cos(angles), np.sin(angles)
+  angles = jnp.asarray(positions, jnp.float32)[..., None] * freqs
+  return jnp.cos(angles), jnp.sin(angles)
 
 
 def time_positions(num_frames: int, frame_rate: float, ref_rate: float,
-                   offset: float = 0.0) -> jax.Array:
-  """Positions `[num_frames]` of a stream at `frame_rate` on a time axis in `ref_rate` units.
+                   offset: float = 0.0) -> np.ndarray:
+  """Positions `[num_frames]` float32 of a stream at `frame_rate` on a time axis in `ref_rate` units.
 
   Frame i sits at `(i / frame_rate) * ref_rate + offset` (PAAPI, audiogen_omni §2.6), e.g. 8-fps
   video against 31.25 Hz audio latents: frame i -> i * 3.90625.
@@ -53,7 +77,8 @@ def time_positions(num_frames: int, frame_rate: float, ref_rate: float,
   if frame_rate <= 0 or ref_rate <= 0:
     raise ValueError(
       f"time_positions: frame_rate={frame_rate} and ref_rate={ref_rate} must be positive")
-  return jnp.arange(num_frames, dtype=jnp.float32) * (ref_rate / frame_rate) + offset
+  step, offset = np.float32(ref_rate / frame_rate), np.float32(offset)
+  return np.arange(num_frames, dtype=np.float32) * step + offset  # numpy: static, see the docstring
 
 
 def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array, layout: str) -> jax.Array:
@@ -79,7 +104,8 @@ def apply_rope(x: jax.Array, positions: jax.Array, cfg: RopeConfig, *,
   batch, length, _, head_dim = x.shape
   if cfg.rot_dim > head_dim:
     raise ValueError(f"apply_rope: rot_dim={cfg.rot_dim} exceeds head_dim={head_dim}")
-  positions = jnp.asarray(positions)
+  if not isinstance(positions, np.ndarray):
+    positions = jnp.asarray(positions)
   if positions.shape not in ((length,), (batch, length)):
     raise ValueError(
       f"apply_rope: positions shape {positions.shape} must be [L]=({length},) or [B, L]="
@@ -88,11 +114,11 @@ def apply_rope(x: jax.Array, positions: jax.Array, cfg: RopeConfig, *,
     raise ValueError(f"apply_rope: enabled shape {jnp.shape(enabled)} must be [L] or [B, L]")
   if cfg.rot_dim == 0:
     return x
-  angles = positions.astype(jnp.float32)[..., None] * rope_frequencies(cfg.rot_dim, cfg.theta)
+  cos, sin = rope_tables(positions, cfg)
   # [B or 1, L, 1, rot/2]: broadcast over heads.
-  angles = jnp.broadcast_to(angles, (batch, length, cfg.rot_dim // 2))[:, :, None, :]
+  cos, sin = (jnp.reshape(a, (-1, length, 1, cfg.rot_dim // 2)) for a in (cos, sin))
   head = x[..., :cfg.rot_dim].astype(jnp.float32)
-  rotated = _rotate(head, jnp.cos(angles), jnp.sin(angles), cfg.layout).astype(x.dtype)
+  rotated = _rotate(head, cos, sin, cfg.layout).astype(x.dtype)
   out = jnp.concatenate([rotated, x[..., cfg.rot_dim:]], axis=-1)
   if enabled is None:
     return out

@@ -39,6 +39,30 @@ def test_conv1d_matches_torch_semantics(kernel_size, jit_call):
   assert conv.kernel.get_metadata()["out_sharding"] == ("conv_window", "embed", "mlp")
 
 
+@pytest.mark.parametrize("kernel_size", [3, 7])
+def test_narrowing_conv_uses_the_shifted_output_form_and_matches_torch(kernel_size, jit_call):
+  conv = nn.Conv1d(6, 4, kernel_size, rngs=nnx.Rngs(0))
+  assert conv.shifted_output and not nn.Conv1d(4, 4, 3, rngs=nnx.Rngs(0)).shifted_output
+  x = _normal(1, (2, 9, 6))
+  mask = jnp.asarray([[1] * 9, [1] * 5 + [0] * 4], bool)
+  expected = _reference_conv(x * mask[..., None], conv.kernel[...], conv.bias[...])
+  np.testing.assert_allclose(jit_call(conv, x, mask), expected, atol=1e-5)
+
+
+def test_laid_out_taps_give_the_same_output_and_keep_sharding_names(jit_call):
+  conv = nn.Conv1d(6, 4, 3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  x = _normal(1, (2, 9, 6))
+  before = jit_call(conv, x)
+  conv.lay_out_taps()
+  conv.lay_out_taps()  # idempotent
+  assert conv.taps_laid_out and conv.kernel.shape == (6, 12)
+  assert conv.kernel.get_metadata()["out_sharding"] == ("embed", "mlp")
+  np.testing.assert_array_equal(jit_call(conv, x), before)
+  widening = nn.Conv1d(4, 6, 3, rngs=nnx.Rngs(0))
+  widening.lay_out_taps()  # im2col layer: nothing to lay out
+  assert not widening.taps_laid_out and widening.kernel.shape == (3, 4, 6)
+
+
 def test_conv1d_mask_reads_padded_frames_as_zero(jit_call):
   conv = nn.Conv1d(4, 4, 3, rngs=nnx.Rngs(0))
   x = _normal(1, (1, 6, 4))

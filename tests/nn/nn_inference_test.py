@@ -91,6 +91,7 @@ def _omni_velocity(dtype, prepare):
     if prepare:
       prepare_for_sampling(m)
       assert all(stack.unstacked for _, stack in nnx.iter_graph(m) if isinstance(stack, Stack))
+      assert any(c.taps_laid_out for _, c in nnx.iter_graph(m) if isinstance(c, Conv1d))
     return m(x, t, m.conditions(batch)).astype(jnp.float32)
 
   fn = jax.jit(fn)

@@ -93,3 +93,16 @@ def test_modulate_and_gate_known_answers():
   np.testing.assert_allclose(modulate(x, jnp.asarray([[[0.5, -1.0]]]), jnp.asarray([[[1.0, 0.5]]])),
                              [[[2.5, 2.0]]])
   np.testing.assert_allclose(gate(x, jnp.asarray([[[3.0, 0.0]]])), [[[3.0, 0.0]]])
+
+
+def test_adaln_per_example_projects_in_float32_and_takes_only_vectors(jit_call):
+  mod = AdaLNModulation(8, 4, num_chunks=2, zero_init=False, dtype=jnp.bfloat16,
+                        per_example=True, rngs=nnx.Rngs(0))
+  assert mod.proj.dtype is None  # nn.prepare_for_sampling leaves its kernel float32
+  c = jnp.asarray(np.random.default_rng(0).standard_normal((3, 8)), jnp.float32)
+  shift, scale = jit_call(mod, c)
+  assert shift.dtype == jnp.float32 and shift.shape == (3, 1, 4)
+  h = jax.nn.silu(c) @ mod.proj.kernel[...] + mod.proj.bias[...]
+  np.testing.assert_allclose(jnp.concatenate([shift, scale], -1)[:, 0], h, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match=r"per_example=True.*\[B, Dc\]"):
+    mod(jnp.zeros((3, 5, 8)))

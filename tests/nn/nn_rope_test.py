@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -138,3 +139,18 @@ def test_bad_input_errors():
     apply_rope(_x(), jnp.arange(7.0), RopeConfig(rot_dim=32))
   with pytest.raises(ValueError, match="positions"):
     apply_rope(_x(), jnp.arange(6.0), RopeConfig(rot_dim=8))
+
+
+def test_static_positions_bake_the_tables_into_the_program():
+  """numpy positions: cos/sin computed once at trace time, not inside every compiled layer."""
+  positions = time_positions(7, 8.0, 16.0, offset=1.5)
+  assert isinstance(positions, np.ndarray) and positions.dtype == np.float32
+  cfg = RopeConfig(rot_dim=8, layout="interleaved")
+  x = _x()
+  static = jax.jit(lambda x: apply_rope(x, positions, cfg))
+  traced = jax.jit(lambda x, p: apply_rope(x, p, cfg))
+  assert "cosine(" not in static.lower(x).compile().as_text()
+  assert "cosine(" in traced.lower(x, jnp.asarray(positions)).compile().as_text()
+  np.testing.assert_allclose(static(x), traced(x, jnp.asarray(positions)), atol=1e-6)
+  np.testing.assert_allclose(static(x), _reference_rope(x, positions, 8, 1e4, "interleaved"),
+                             atol=1e-5)
