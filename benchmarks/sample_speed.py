@@ -2,8 +2,10 @@ r"""Sampling speed of VSSFlow at `paper` shapes on this machine (random weights;
 
 Measures, for one 10 s clip (T_a = 250 latent frames of 128 channels, 100 CLIP frames):
   * compile time of the velocity function and of the whole 25-step sampler (separately);
-  * one velocity evaluation, batch 2 (conditional + unconditional rows, as CFG runs it);
-  * a full 25-step Euler sampling with CFG (one jitted loop), end to end.
+  * one velocity evaluation, batch 2 (conditional + unconditional rows, as CFG runs it), with the
+    weights laid out as the sampler lays them out once per sample (`nn.prepare_for_sampling`) and,
+    beside it, from the training layout;
+  * a full 25-step Euler sampling with CFG (one jitted loop, weights laid out inside it).
 Writes benchmarks/results/sample_speed_<host>.json with the CPU model and XLA flags.
 
   python benchmarks/sample_speed.py [--variant=paper] [--repeats=3] [--steps=25]
@@ -27,6 +29,7 @@ from machine import cpu_model, timed  # this folder
 
 from flowav import models
 from flowav.flow import guidance, samplers
+from flowav.nn import prepare_for_sampling
 
 _VARIANT = flags.DEFINE_string("variant", "paper", "VSSFlow variant.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions (median reported).")
@@ -72,16 +75,32 @@ def main(_):
   batch = {k: jnp.asarray(v) for k, v in batch_for(cfg).items()}
   scale = float(_CFG.value)
 
-  @jax.jit
-  def velocity(state, x, t, batch):
-    m = nnx.merge(graphdef, state)
+  def cfg_velocity(m, x, t, batch):
     cond = m.conditions(batch)
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), cond, m.null_conditions(cond))
     return m(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
 
+  prepared_graphdef = []
+
+  @jax.jit
+  def prepare(state):  # what flowav.generate's sampler does once per sample
+    graph, prepared_state = nnx.split(prepare_for_sampling(nnx.merge(graphdef, state)))
+    prepared_graphdef.append(graph)
+    return prepared_state
+
+  prepared = prepare(state)
+
+  @jax.jit
+  def velocity(prepared, x, t, batch):
+    return cfg_velocity(nnx.merge(prepared_graphdef[0], prepared), x, t, batch)
+
+  @jax.jit
+  def velocity_unprepared(state, x, t, batch):
+    return cfg_velocity(nnx.merge(graphdef, state), x, t, batch)
+
   @jax.jit
   def sample(state, x0, batch):
-    m = nnx.merge(graphdef, state)
+    m = prepare_for_sampling(nnx.merge(graphdef, state))
     cond = m.conditions(batch)
     v = guidance.guided_velocity(lambda x, t, c: m(x, t, c), cond, m.null_conditions(cond), scale)
     return samplers.sample_ode(v, x0, method="euler", num_steps=_STEPS.value)[0]
@@ -89,14 +108,16 @@ def main(_):
   x = jax.random.normal(jax.random.key(0), batch["audio_latents"].shape)
   t = jnp.full((1,), 0.5)
   t0 = time.perf_counter()
-  velocity.lower(state, x, t, batch).compile()
+  velocity.lower(prepared, x, t, batch).compile()
   compile_velocity = time.perf_counter() - t0
   t0 = time.perf_counter()
   sample.lower(state, x, batch).compile()
   compile_sample = time.perf_counter() - t0
-  jax.block_until_ready(velocity(state, x, t, batch))
-  jax.block_until_ready(sample(state, x, batch))
-  v_times = timed(velocity, state, x, t, batch, repeats=_REPEATS.value)
+  for fn, args in ((velocity, (prepared, x, t, batch)), (velocity_unprepared, (state, x, t, batch)),
+                   (sample, (state, x, batch))):
+    jax.block_until_ready(fn(*args))  # warm-up
+  v_times = timed(velocity, prepared, x, t, batch, repeats=_REPEATS.value)
+  u_times = timed(velocity_unprepared, state, x, t, batch, repeats=_REPEATS.value)
   s_times = timed(sample, state, x, batch, repeats=_REPEATS.value)
   n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state))
   tokens = batch["audio_latents"].shape[1] + 1
@@ -108,6 +129,8 @@ def main(_):
     "approx_gflop_per_velocity_eval": 2 * 2 * n_params * tokens / 1e9,
     "compile_velocity_s": compile_velocity, "compile_sampler_s": compile_sample,
     "velocity_eval_s_median": statistics.median(v_times), "velocity_eval_s_all": v_times,
+    "velocity_eval_unprepared_s_median": statistics.median(u_times),
+    "velocity_eval_unprepared_s_all": u_times,
     "sample_25_steps_s_median": statistics.median(s_times), "sample_s_all": s_times,
     "machine": {"host": socket.gethostname(), "cpu": cpu_model(), "cores": os.cpu_count(),
                 "jax": jax.__version__, "backend": jax.default_backend(),

@@ -42,7 +42,9 @@ def prepare_for_sampling(model: nnx.Module) -> nnx.Module:
   Mutates and returns `model`, which must be a merged copy used only for sampling (inside the
   jitted sampler, before the ODE loop, so XLA does the work once per sample): its parameter paths
   and dtypes no longer match a checkpoint, and gradients through it would not reach the float32
-  parameters. Velocities agree with the unprepared model's to float rounding.
+  parameters. Velocities agree with the unprepared model's to float rounding. Memory: the laid-
+  out weights can be a second copy held beside the float32 parameters during the sample (half
+  their size where cast to bfloat16).
   """
   stacks = [module for _, module in nnx.iter_graph(model) if isinstance(module, Stack)]
   for stack in stacks:
