@@ -25,7 +25,8 @@ class AdaLNModulation(nnx.Module):
   `per_example=True`: c is one vector per example (`[B, Dc]` only) and the projection stays in
   float32 whatever `dtype` is. Its few rows make it a memory-bound mat-vec, which XLA:CPU computes
   in float32 anyway: it up-casts a bfloat16 dot with one row, converting the whole kernel at every
-  call (~15 % of a bfloat16 AudioGen-Omni sampling step, benchmarks/omni_sample_speed.py).
+  call (~12 % of a bfloat16 AudioGen-Omni evaluation's op time in a profile at mmaudio_s shapes,
+  ~3 % of its wall time in an A/B; benchmarks/omni_sample_speed.py).
   """
 
   def __init__(self, cond_dim: int, width: int, num_chunks: int, *, zero_init: bool = True,

@@ -10,8 +10,8 @@
 - Positions given as a numpy array (built from static shapes, as `time_positions` returns them)
   get their cos/sin tables computed once at trace time and baked into the program. From traced
   positions XLA:CPU fuses sin/cos into each layer's q/k fusion and evaluates them for every head
-  and element: ~1 ms per attention layer at AudioGen-Omni's mmaudio_s shapes, ~10 % of a bfloat16
-  velocity evaluation (benchmarks/omni_sample_speed.py).
+  and element: ~0.5 ms per attention layer at AudioGen-Omni's mmaudio_s shapes, ~5 % of a
+  bfloat16 velocity evaluation (benchmarks/omni_sample_speed.py).
 """
 
 from __future__ import annotations
