@@ -96,9 +96,12 @@ class Conv1d(nnx.Module):
       out_sharding=axes)
     self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32),
                            out_sharding=(axes[2],)) if use_bias else None)
-    # The form with the least extra memory traffic (see shifted_output_conv).
-    self.shifted_output = kernel_size > 1 and out_features < in_features
     self.taps_laid_out = False
+
+  @property
+  def shifted_output(self) -> bool:
+    """Whether this layer runs as `shifted_output_conv` (the form with less extra memory traffic)."""
+    return self.kernel_size > 1 and self.out_features < self.in_features
 
   def lay_out_taps(self) -> None:
     """Stores the kernel as `conv_taps(kernel)` `[in, K*out]`, if this layer uses the shifted-
