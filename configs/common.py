@@ -66,6 +66,7 @@ def base_config() -> mlc.ConfigDict:
     ema_decay=0.0,  # 0 disables EMA; otherwise exported/sampled weights are the EMA
     log_every=50, eval_every=500, num_eval_batches=2,
     checkpoint_every=500, keep_checkpoints=3,
+    checkpoint_timeout_minutes=60.0,  # a background save that takes longer stops the run (rc 1)
     summary_every=0,  # spectrogram images + audio to TensorBoard every N steps (0 = at the end only)
     max_minutes=0.0,  # stop (and checkpoint) after this wall time; 0 = no limit
   )

@@ -24,6 +24,9 @@ the velocity loss with the clip's own condition vs another clip's (`flowav.eval.
 
 `compare_dtypes` samples the headline measures with float32 at several seeds and with bfloat16
 matmul inputs at the first seed: the bf16 path should fall within the float32 seeds' spread.
+That check alone is a coin toss: a 4th draw of the same measure lies inside the [min, max] of 3
+others with probability 1/2. So it also reports the paired shift, bf16 minus float32 at the same
+seed (same noise, same clips: only the precision differs), against the float32 seeds' range.
 `seed_spread` re-samples chosen tasks at several seeds: the sampling noise of each measure.
 `render` (flowav/eval/omni_report.py) writes report.md.
 """
@@ -281,8 +284,12 @@ def headline(tasks: Mapping[str, Any]) -> dict[str, float]:
 def compare_dtypes(workdir: pathlib.Path, *, num_clips: int, seeds: Sequence[int],
                    tasks: Sequence[str],
                    heldout: Mapping[str, Sequence[inputs.Clip]] | None = None) -> dict[str, Any]:
-  """Headline numbers with float32 at every seed, and with bfloat16 matmul inputs at seeds[0];
-  `within_spread[name]` says whether bf16 lies in [min, max] of the float32 seeds."""
+  """Headline numbers with float32 at every seed, and with bfloat16 matmul inputs at seeds[0].
+
+  `within_spread[name]`: bf16 lies in [min, max] of the float32 seeds. `same_seed_shift[name]`:
+  bf16 minus float32 at seeds[0]; `seed_range[name]`: max - min of the float32 seeds;
+  `shift_within_seed_range[name]`: |shift| <= range, i.e. the precision moves the measure no
+  more than a change of seed does."""
   f32 = generate.load_run(workdir, dtype="float32")
   if heldout is None:
     heldout = heldout_by_subset(f32, num_clips)
@@ -291,10 +298,15 @@ def compare_dtypes(workdir: pathlib.Path, *, num_clips: int, seeds: Sequence[int
   bf16 = headline(evaluate_tasks(generate.load_run(workdir, dtype="bfloat16"), workdir,
                                  seed=seeds[0], **kw))
   out: dict[str, Any] = {"seeds": list(seeds), "float32": runs, "bfloat16": bf16,
-                         "within_spread": {}}
+                         "within_spread": {}, "same_seed_shift": {}, "seed_range": {},
+                         "shift_within_seed_range": {}}
   for name, v in bf16.items():
     vals = [r[name] for r in runs if name in r]
     out["within_spread"][name] = bool(vals) and min(vals) - 1e-9 <= v <= max(vals) + 1e-9
+    if name in runs[0]:
+      shift, spread = v - runs[0][name], max(vals) - min(vals)
+      out["same_seed_shift"][name], out["seed_range"][name] = shift, spread
+      out["shift_within_seed_range"][name] = abs(shift) <= spread + 1e-9
   return out
 
 

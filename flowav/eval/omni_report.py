@@ -70,11 +70,17 @@ def render(result: Mapping[str, Any]) -> str:
                      f"{g['ratio']:.3f} | {_noisiest_ratio(g)} |")
   dc = result.get("dtype_comparison")
   if dc:
-    lines += ["", f"bfloat16 matmul inputs vs float32 at seeds {dc['seeds']}:", "",
-              "| measure | float32 seeds | bfloat16 | within spread |", "|---|---|---|---|"]
+    lines += ["", f"bfloat16 matmul inputs vs float32 at seeds {dc['seeds']} (bfloat16 at the "
+              "first seed; shift: bfloat16 minus float32 at that seed, against the range of the "
+              "float32 seeds; a 4th draw lies within the range of 3 only half the time):", "",
+              "| measure | float32 seeds | bfloat16 | within spread | same-seed shift | "
+              "float32 range | shift within range |", "|---|---|---|---|---|---|---|"]
     for name, v in dc["bfloat16"].items():
       f32 = ", ".join(f"{r[name]:.3f}" for r in dc["float32"] if name in r)
-      lines.append(f"| {name} | {f32} | {v:.3f} | {dc['within_spread'][name]} |")
+      shift = dc.get("same_seed_shift", {}).get(name)
+      paired = (f"{shift:+.3f} | {dc['seed_range'][name]:.3f} | "
+                f"{dc['shift_within_seed_range'][name]}" if shift is not None else "n/a | n/a | n/a")
+      lines.append(f"| {name} | {f32} | {v:.3f} | {dc['within_spread'][name]} | {paired} |")
   lines += _spread_lines(result.get("seed_spread"))
   return "\n".join(lines) + "\n"
 

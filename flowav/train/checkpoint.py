@@ -37,12 +37,19 @@ def params_digest(params: Any) -> str:
 class Checkpointer:
   """Saves and restores (TrainState, data position, metadata) under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True,
+               save_timeout_minutes: float = 60.0):
+    """`save_timeout_minutes`: how long a background save may take before the run stops with an
+    error (orbax's default is 20 min; a large sharded state on slow storage, or a process paused
+    longer than that, would otherwise end a healthy run). The half-written step is never used."""
+    if save_timeout_minutes <= 0:
+      raise ValueError(f"train.checkpoint_timeout_minutes must be > 0, got {save_timeout_minutes}")
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self.manager = ocp.CheckpointManager(
       self.directory,
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save),
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+        async_options=ocp.AsyncOptions(timeout_secs=max(1, round(save_timeout_minutes * 60)))),
     )
 
   def latest_step(self) -> int | None:

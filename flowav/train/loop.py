@@ -187,7 +187,8 @@ def train(config: mlc.ConfigDict, workdir: str | pathlib.Path, *,
   shd.check_batch_divides(int(config.data.batch_size), rt.mesh, rt.rules)
   info, _ = data_info(config)
   meta = run_meta(rt, info)
-  ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
+  ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints),
+                      save_timeout_minutes=float(config.train.checkpoint_timeout_minutes))
   latest = ckpt.latest_step()
   if latest is None:
     state = rt.init_state(runtime.data_feature_stats(config))

@@ -17,7 +17,8 @@ import ml_collections as mlc
 CONFIG_FILE = "config.json"
 # Keys whose change keeps a resumed run meaningful: run length, logging cadence, sampling, eval.
 SAFE_TO_CHANGE = ("train.num_steps", "train.max_minutes", "train.log_every", "train.eval_every",
-                  "train.summary_every", "train.checkpoint_every", "sample.", "eval.",
+                  "train.summary_every", "train.checkpoint_every", "train.checkpoint_timeout_minutes",
+                  "sample.", "eval.",
                   "data.num_threads", "data.prefetch", "data.dir")
 
 

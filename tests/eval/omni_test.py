@@ -95,7 +95,10 @@ def test_render_puts_model_beside_control_and_says_what_was_skipped():
   result = _result()
   result["dtype_comparison"] = {"seeds": [0, 1000], "float32": [{"a": 0.5}, {"a": 0.7}],
                                 "bfloat16": {"a": 0.6}, "within_spread": {"a": True}}
-  assert "| a | 0.500, 0.700 | 0.600 | True |" in omni.render(result)
+  assert "| a | 0.500, 0.700 | 0.600 | True | n/a | n/a | n/a |" in omni.render(result)
+  result["dtype_comparison"].update(same_seed_shift={"a": 0.1}, seed_range={"a": 0.2},
+                                    shift_within_seed_range={"a": True})
+  assert "| a | 0.500, 0.700 | 0.600 | True | +0.100 | 0.200 | True |" in omni.render(result)
   result["loss_gap"] = {"speech": {"transcript": {"model": 0.12, "control": 0.3, "ratio": 2.5}},
                         "caption_to_sound": {"caption": {
                           "model": 0.1, "control": 0.102, "ratio": 1.02,
@@ -104,6 +107,29 @@ def test_render_puts_model_beside_control_and_says_what_was_skipped():
   assert "| speech | transcript | 0.1200 | 0.3000 | 2.500 | n/a |" in text
   # The noisiest t is the smallest, wherever it sits in the mapping.
   assert "| caption_to_sound | caption | 0.1000 | 0.1020 | 1.020 | 1.050 |" in text
+
+
+def test_compare_dtypes_pairs_bf16_with_float32_at_the_same_seed(monkeypatch):
+  """compare_dtypes with the sampling stubbed: (dtype, seed) -> onset F1 of model and control."""
+  f1 = {("float32", 0): (0.80, 0.10), ("float32", 1000): (0.70, 0.20),
+        ("float32", 2000): (0.75, 0.12), ("bfloat16", 0): (0.82, 0.32)}
+
+  def fake_tasks(run, workdir, *, num_clips, seed, tasks, heldout):
+    model, control = f1[(run, seed)]
+    return {"video_to_sound": {"model": {"f1": model}, "control": {"f1": control}}}
+
+  monkeypatch.setattr(omni.generate, "load_run", lambda workdir, dtype: dtype)
+  monkeypatch.setattr(omni, "evaluate_tasks", fake_tasks)
+  dc = omni.compare_dtypes(None, num_clips=2, seeds=[0, 1000, 2000], tasks=["video_to_sound"],
+                           heldout={})
+  model, control = "video_to_sound_f1/model", "video_to_sound_f1/control"
+  # model: 0.82 is above the seeds' [0.70, 0.80], but only +0.02 from float32 at its own seed.
+  # control: +0.22 from its own seed, more than the seeds' range of 0.10.
+  assert dc["within_spread"] == {model: False, control: False}
+  assert dc["same_seed_shift"][model] == pytest.approx(0.02)
+  assert dc["seed_range"][model] == pytest.approx(0.10)
+  assert dc["same_seed_shift"][control] == pytest.approx(0.22)
+  assert dc["shift_within_seed_range"] == {model: True, control: False}
 
 
 def test_seed_spread_summarises_each_measure_and_each_gap(monkeypatch):

@@ -67,3 +67,12 @@ def test_changed_batch_size_continues_from_the_next_element(caplog):
   assert (pos.next_element, pos.global_batch) == (12, 8)
   assert pos.advance(5).next_element == 12 + 2 * 8
   assert "W/checkpoints/3 was trained with global_batch=4, this run has 8" in caplog.text
+
+
+def test_save_timeout_reaches_orbax_and_must_be_positive(tmp_path):
+  # orbax's own 20 min limit ended a healthy run that had been paused (SIGSTOP) for 40 min.
+  ckpt = Checkpointer(tmp_path, save_timeout_minutes=90.0)
+  assert ckpt.manager._options.async_options.timeout_secs == 5400  # pylint: disable=protected-access
+  ckpt.close()
+  with pytest.raises(ValueError, match="checkpoint_timeout_minutes must be > 0"):
+    Checkpointer(tmp_path, save_timeout_minutes=0.0)
