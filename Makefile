@@ -4,6 +4,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flowav-installed
 # Debian programs the demo runs as separate processes (flite: TTS with phone timings, BSD-like).
 DEBIAN_PACKAGES := flite
+# tcmalloc (BSD-3), which `python -m flowav.main` preloads when present: XLA:CPU's large step buffers
+# are reused instead of page-faulted in each step (flowav/host_memory.py). Optional: without it,
+# glibc's malloc.
+DEBIAN_LIBRARIES := libtcmalloc-minimal4
+TCMALLOC_SONAME := libtcmalloc_minimal.so.4
 # The full flowav-demo's sources (`make demo-data-full`) and the metrics' known-answer tests: real
 # human speech with transcripts (CC-BY-SA-3.0), festival's HTS voice, fluidsynth with a General MIDI
 # soundfont (MIT). Optional: without them those tests skip, naming these packages.
@@ -44,12 +49,14 @@ $(STAMP): setup.py pyproject.toml
 
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
+	optional=""; /sbin/ldconfig -p 2>/dev/null | grep -q $(TCMALLOC_SONAME) || optional="$(DEBIAN_LIBRARIES)"; \
+	if [ -n "$$missing$$optional" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing $$optional; \
 	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	    sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
-	  else echo "flowav needs the Debian package(s):$$missing. Install them with:"; \
-	    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)"; exit 1; fi; \
+	    sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $$missing $$optional; \
+	  elif [ -n "$$missing" ]; then echo "flowav needs the Debian package(s):$$missing. Install them with:"; \
+	    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $$missing $$optional"; exit 1; \
+	  else echo "Optional: sudo apt-get install $$optional (faster CPU steps; flowav runs on glibc without it)"; fi; \
 	fi
 	@if [ ! -f $(ASTERISK_TRANSCRIPTS) ] || ! command -v festival >/dev/null || ! command -v fluidsynth >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_DATA_PACKAGES); \

@@ -12,10 +12,12 @@ and reports XLA's FLOP count of one evaluation, the FLOP/s reached beside a 2048
 measured in the same run (the machine's practical peak for that dtype), and the targets beside
 MMAudio S-16k in PyTorch measured on this machine (the issue's numbers). Medians of `--repeats`.
 Writes benchmarks/results/omni_sample_speed_<backend>.json with the CPU model and XLA flags.
---reuse_host_memory runs under flowav.host_memory's malloc settings (as `python -m flowav.main
---reuse_host_memory sample ...` does) and writes ..._reuse_host_memory.json beside it.
+Like `python -m flowav.main` it runs under tcmalloc by default; --notcmalloc (glibc) writes
+..._glibc.json, --reuse_host_memory (glibc with flowav.host_memory's settings)
+..._reuse_host_memory.json beside it.
 
-  python benchmarks/omni_sample_speed.py [--repeats=5] [--dtypes=float32,bfloat16] [--reuse_host_memory]
+  python benchmarks/omni_sample_speed.py [--repeats=5] [--dtypes=float32,bfloat16]
+                                         [--notcmalloc | --reuse_host_memory]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import machine  # this folder
 import numpy as np
 from absl import app, flags
 from flax import nnx
+from omni_inputs import SECONDS, batch_for  # this folder
 
 from flowav import host_memory, models
 from flowav.flow import guidance, samplers
@@ -43,11 +46,7 @@ _STEPS = flags.DEFINE_integer("steps", 25, "Euler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.5, "Guidance scale (spec §4).")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Matmul input dtypes to time.")
 _OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
-_REUSE_HOST_MEMORY = flags.DEFINE_bool(
-  "reuse_host_memory", False, "Run under flowav.host_memory's malloc settings (keep freed host "
-  "memory, dispatch on the calling thread), as `python -m flowav.main --reuse_host_memory` does.")
 
-SECONDS = 8.0
 # Issue targets and MMAudio S-16k in PyTorch 2.13 on this machine (same shapes, 57.3 GFLOP/eval).
 TARGETS = {"float32": {"velocity_eval_s": 0.15},
            "bfloat16": {"velocity_eval_s": 0.11, "sample_end_to_end_s": 5.0}}
@@ -67,25 +66,6 @@ def matmul_gflops(dtype: str, n: int = 2048, repeats: int = 5) -> float:
   f = jax.jit(lambda x, y: jax.lax.dot(x, y, preferred_element_type=jnp.float32))
   jax.block_until_ready(f(a, a))
   return 2 * n**3 / 1e9 / statistics.median(machine.timed(f, a, a, repeats=repeats))
-
-
-def batch_for(cfg) -> dict[str, jax.Array]:
-  """One 8 s clip at `cfg`'s rates: every condition but lyrics, random features."""
-  rng = np.random.default_rng(0)
-  t_a = int(round(SECONDS * cfg.audio_rate))
-  t_v, t_s = int(round(SECONDS * cfg.video_rate)), int(round(SECONDS * cfg.sync_rate))
-
-  def feats(n, d):
-    return rng.standard_normal((1, n, d)).astype(np.float32)
-
-  b = {"audio_latents": np.zeros((1, t_a, cfg.audio_channels), np.float32),
-       "audio_mask": np.ones((1, t_a), bool),
-       "video_features": feats(t_v, cfg.video_dim), "video_mask": np.ones((1, t_v), bool),
-       "sync_features": feats(t_s, cfg.sync_dim), "sync_mask": np.ones((1, t_s), bool),
-       "text_embeddings": feats(77, cfg.text_dim), "text_mask": np.ones((1, 77), bool),
-       "start_s": np.zeros((1,), np.float32), "duration_s": np.full((1,), SECONDS, np.float32),
-       "task_id": np.zeros((1,), np.int32)}
-  return {k: jnp.asarray(v) for k, v in b.items()}
 
 
 def measure(dtype: str) -> dict:
@@ -184,8 +164,7 @@ def derive(res: dict) -> dict:
 
 
 def main(_):
-  if _REUSE_HOST_MEMORY.value:
-    host_memory.reuse_freed_host_memory()  # before JAX creates its backend
+  suffix = machine.set_host_malloc()  # before JAX creates its backend
   cfg = models.model_config({"name": "audiogen_omni", "variant": "mmaudio_s"})
   result = {
     "benchmark": "audiogen_omni_sample_speed", "variant": "mmaudio_s", "batch": 1,
@@ -203,7 +182,7 @@ def main(_):
   }
   out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
                      f"omni_sample_speed_{jax.default_backend()}"
-                     f"{'_reuse_host_memory' if _REUSE_HOST_MEMORY.value else ''}.json")
+                     f"{suffix}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = out.with_suffix(".tmp")
   tmp.write_text(json.dumps(result, indent=1) + "\n")

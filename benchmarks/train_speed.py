@@ -20,11 +20,14 @@ parameters and accumulation; PyTorch: autocast to bfloat16):
 Also `tiny`: steps/s of the real VSSFlow train step (configs/vssflow.py:tiny, optimizer and EMA
 included) on one device, FLOPs as counted by XLA's cost analysis.
 
-  python benchmarks/train_speed.py [--devices=2] [--repeats=20] [--depth=4] [--reuse_host_memory]
-With glibc's defaults XLA:CPU page-faults each step's temporary buffer (> 32 MiB here) in again;
---reuse_host_memory runs both libraries under flowav.host_memory's malloc settings instead
-(recorded as machine.host_malloc; results/train_speed_cpu_reuse_host_memory.json).
-Writes benchmarks/results/train_speed_<backend>.json with the CPU model and flags.
+  python benchmarks/train_speed.py [--devices=2] [--repeats=20] [--depth=4]
+                                   [--notcmalloc | --reuse_host_memory]
+Like `python -m flowav.main`, it runs under tcmalloc by default (flowav.host_memory; both libraries
+in the process use it). With glibc's defaults XLA:CPU page-faults each step's temporary buffer
+(> 32 MiB here) in again: --notcmalloc measures that (results/train_speed_cpu_glibc.json),
+--reuse_host_memory glibc's tuned settings (..._reuse_host_memory.json); benchmarks/host_malloc.py
+compares the allocators side by side. Writes benchmarks/results/train_speed_<backend>.json with
+the CPU model, flags and allocator (machine.host_malloc).
 """
 
 from __future__ import annotations
@@ -54,9 +57,6 @@ _DEVICES = flags.DEFINE_integer("devices", 2, "Fake CPU devices for the rules-ta
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed iterations (median reported).")
 _OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
 _DEPTH = flags.DEFINE_integer("depth", 4, "Blocks in the scanned stack arms.")
-_REUSE_HOST_MEMORY = flags.DEFINE_bool(
-  "reuse_host_memory", False, "Run under flowav.host_memory's malloc settings (as "
-  "`python -m flowav.main --reuse_host_memory` does; they apply to both libraries).")
 
 WIDTH, HEADS, TOKENS, BATCH, MLP_RATIO = 448, 7, 391, 2, 4
 
@@ -232,8 +232,7 @@ def matmul_calibration(n: int = 2048) -> dict:
 
 def main(argv):
   del argv
-  if _REUSE_HOST_MEMORY.value:
-    host_memory.reuse_freed_host_memory()  # before anything large is allocated
+  suffix = machine.set_host_malloc()  # before anything large is allocated
   devices = jax.devices("cpu")
   if len(devices) < _DEVICES.value:
     raise app.UsageError(f"--devices={_DEVICES.value} but jax sees {len(devices)}: run with "
@@ -278,7 +277,7 @@ def main(argv):
   }
   out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
                      f"train_speed_{jax.default_backend()}"
-                     f"{'_reuse_host_memory' if _REUSE_HOST_MEMORY.value else ''}.json")
+                     f"{suffix}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=1) + "\n")
   print(f"wrote {out}")

@@ -59,6 +59,11 @@ _REUSE_HOST_MEMORY = flags.DEFINE_bool(
   "malloc settings and JAX CPU dispatch on the calling thread, flowav.host_memory), so a step whose "
   "XLA buffers exceed 32 MiB stops page-faulting them in each time (MMAudio-S block: -15 to -20 %). "
   "The process keeps its peak host memory until it exits.")
+_TCMALLOC = flags.DEFINE_bool(
+  "tcmalloc", True, "Run under tcmalloc: the command re-executes itself with tcmalloc in LD_PRELOAD "
+  "when it is installed (Debian libtcmalloc-minimal4) and not loaded yet, so XLA:CPU's large step "
+  "buffers are reused instead of page-faulted in each step (flowav.host_memory). --notcmalloc or "
+  "FLOWAV_TCMALLOC=0: glibc. --reuse_host_memory implies glibc.")
 _DISTRIBUTED = flags.DEFINE_enum(
   "distributed", "auto", ["auto", "cluster", "off"],
   "train: multi-process start-up. auto: from the flags below (or FLOWAV_COORDINATOR_ADDRESS, "
@@ -177,6 +182,8 @@ def main(argv) -> None:
   mode = argv[1]
   if _REUSE_HOST_MEMORY.value:
     logging.info("host memory: %s", host_memory.reuse_freed_host_memory())
+  elif _TCMALLOC.value:
+    logging.info("host malloc: %s", host_memory.run_under_tcmalloc())  # may re-execute this command
   init_distributed(mode)
   if mode == "build_demo_data":
     build_demo_data(_require(_OUT, mode))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -90,3 +91,38 @@ def test_rejected_setting_is_an_error(monkeypatch):
   monkeypatch.setattr(host_memory, "_backends_exist", lambda: False)
   with pytest.raises(RuntimeError, match="M_MMAP_THRESHOLD"):
     host_memory.reuse_freed_host_memory()
+
+
+# Prints the allocator after run_under_tcmalloc (which re-executes this very script when it
+# preloads tcmalloc) and the pid, which an exec keeps. argv[1] "missing": pretend tcmalloc is a
+# library that does not exist, so the preload fails and the re-executed script must not loop.
+_TCMALLOC_SCRIPT = """
+import os, sys
+from flowav import host_memory
+if sys.argv[1] == "missing":
+  host_memory.tcmalloc_library = lambda: "libflowav-no-such-tcmalloc.so.4"
+print(os.getpid(), host_memory.run_under_tcmalloc(), sep="|")
+"""
+
+
+def _tcmalloc_run(mode: str, **env: str) -> list[str]:
+  clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", host_memory.TCMALLOC_ENV)}
+  proc = subprocess.Popen([sys.executable, "-c", _TCMALLOC_SCRIPT, mode], env={**clean, **env},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  pid, allocator = out.strip().split("|")
+  assert int(pid) == proc.pid  # re-executed in place, not in a child process
+  return allocator
+
+
+@pytest.mark.skipif(host_memory.tcmalloc_library() is None,
+                    reason="needs tcmalloc (Debian libtcmalloc-minimal4, `make system-deps`)")
+def test_run_under_tcmalloc_re_executes_with_it_preloaded():
+  assert _tcmalloc_run("real").startswith("tcmalloc (")
+  assert _tcmalloc_run("real", FLOWAV_TCMALLOC="0") == "glibc (FLOWAV_TCMALLOC=0)"
+
+
+def test_a_tcmalloc_that_fails_to_load_is_reported_not_re_executed_again():
+  # ld.so ignores a preload it cannot find; the re-executed script sees the marker and stops.
+  assert _tcmalloc_run("missing") == "glibc (libflowav-no-such-tcmalloc.so.4 in LD_PRELOAD did not load)"
