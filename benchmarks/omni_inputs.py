@@ -33,15 +33,18 @@ def batch_for(cfg) -> dict[str, jax.Array]:
   return {k: jnp.asarray(v) for k, v in b.items()}
 
 
-def prepared_velocity(dtype: str):
-  """(jitted velocity, its arguments): one `mmaudio_s` evaluation at batch 1 (no CFG), random
-  weights laid out as the sampler lays them out (`prepare_for_sampling`), conditions precomputed."""
+def random_model(dtype: str):
+  """(graphdef, state) of `mmaudio_s` with random weights; bfloat16 matmul inputs unless float32."""
   spec = {"name": "audiogen_omni", "variant": "mmaudio_s",
           "dtype": None if dtype == "float32" else jnp.bfloat16}
   graphdef = nnx.split(nnx.eval_shape(lambda: models.build_model(spec, rngs=nnx.Rngs(0))))[0]
   state = jax.jit(lambda: nnx.split(models.build_model(spec, rngs=nnx.Rngs(0)))[1])()
-  batch = batch_for(models.model_config(spec))
-  cond = jax.jit(lambda s, b: nnx.merge(graphdef, s).conditions(b))(state, batch)
+  return graphdef, state
+
+
+def preparer(graphdef):
+  """A jitted state -> state laid out by `prepare_for_sampling`, and a list that receives the
+  prepared graphdef when it is first traced (merge the prepared state with it)."""
   prepared_graphdef = []
 
   @jax.jit
@@ -50,6 +53,16 @@ def prepared_velocity(dtype: str):
     prepared_graphdef.append(graph)
     return prepared
 
+  return prepare, prepared_graphdef
+
+
+def prepared_velocity(dtype: str):
+  """(jitted velocity, its arguments): one `mmaudio_s` evaluation at batch 1 (no CFG), random
+  weights laid out as the sampler lays them out (`prepare_for_sampling`), conditions precomputed."""
+  graphdef, state = random_model(dtype)
+  batch = batch_for(models.model_config({"name": "audiogen_omni", "variant": "mmaudio_s"}))
+  cond = jax.jit(lambda s, b: nnx.merge(graphdef, s).conditions(b))(state, batch)
+  prepare, prepared_graphdef = preparer(graphdef)
   prepared = prepare(state)
   velocity = jax.jit(lambda p, x, t, c: nnx.merge(prepared_graphdef[0], p)(x, t, c))
   x = jax.random.normal(jax.random.key(0), batch["audio_latents"].shape)

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import machine  # this folder
 import numpy as np
+import omni_inputs  # this folder
 from absl import app, flags
 from flax import nnx
 from omni_inputs import SECONDS, batch_for  # this folder
@@ -69,12 +70,8 @@ def matmul_gflops(dtype: str, n: int = 2048, repeats: int = 5) -> float:
 
 
 def measure(dtype: str) -> dict:
-  spec = {"name": "audiogen_omni", "variant": "mmaudio_s",
-          "dtype": None if dtype == "float32" else jnp.bfloat16}
-  cfg = models.model_config(spec)
-  graphdef = nnx.split(nnx.eval_shape(lambda: models.build_model(spec, rngs=nnx.Rngs(0))))[0]
-  state = jax.jit(lambda: nnx.split(models.build_model(spec, rngs=nnx.Rngs(0)))[1])()
-  batch = batch_for(cfg)
+  graphdef, state = omni_inputs.random_model(dtype)
+  batch = batch_for(models.model_config({"name": "audiogen_omni", "variant": "mmaudio_s"}))
   scale = float(_CFG.value)
 
   @jax.jit
@@ -87,13 +84,7 @@ def measure(dtype: str) -> dict:
   def velocity_unprepared(state, x, t, cond):
     return nnx.merge(graphdef, state)(x, t, cond)
 
-  prepared_graphdef = []
-
-  @jax.jit
-  def prepare(state):
-    graph, prepared_state = nnx.split(prepare_for_sampling(nnx.merge(graphdef, state)))
-    prepared_graphdef.append(graph)
-    return prepared_state
+  prepare, prepared_graphdef = omni_inputs.preparer(graphdef)
 
   def solve(m, x0, cond, null):
     prepare_for_sampling(m)  # once per sample, before the ODE loop, as flowav.generate does
