@@ -6,9 +6,13 @@ Measures, for one 10 s clip (T_a = 250 latent frames of 128 channels, 100 CLIP f
     weights laid out as the sampler lays them out once per sample (`nn.prepare_for_sampling`) and,
     beside it, from the training layout;
   * a full 25-step Euler sampling with CFG (one jitted loop, weights laid out inside it).
-Writes benchmarks/results/sample_speed_<host>.json with the CPU model and XLA flags.
+Like `python -m flowav.main` it runs under tcmalloc by default (--notcmalloc: glibc, written to
+..._glibc.json; --reuse_host_memory: ..._reuse_host_memory.json).
+Writes benchmarks/results/sample_speed_<variant>_<backend>.json with the CPU model, XLA flags and
+allocator.
 
   python benchmarks/sample_speed.py [--variant=paper] [--repeats=3] [--steps=25]
+                                    [--notcmalloc | --reuse_host_memory]
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
-from machine import cpu_model, timed  # this folder
+from machine import cpu_model, set_host_malloc, timed  # this folder
 
-from flowav import models
+from flowav import host_memory, models
 from flowav.flow import guidance, samplers
 from flowav.nn import prepare_for_sampling
 
@@ -61,6 +65,7 @@ def batch_for(cfg, seconds: float = 10.0) -> dict[str, np.ndarray]:
 
 
 def main(_):
+  suffix = set_host_malloc()  # before JAX creates its backend
   cfg = models.model_config({"name": "vssflow", "variant": _VARIANT.value})
   model = nnx.eval_shape(lambda: models.build_model(
     {"name": "vssflow", "variant": _VARIANT.value}, rngs=nnx.Rngs(0)))
@@ -135,11 +140,11 @@ def main(_):
     "machine": {"host": socket.gethostname(), "cpu": cpu_model(), "cores": os.cpu_count(),
                 "jax": jax.__version__, "backend": jax.default_backend(),
                 "devices": [str(d) for d in jax.devices()],
-                "xla_flags": os.environ.get("XLA_FLAGS", "")},
+                "xla_flags": os.environ.get("XLA_FLAGS", ""), "host_malloc": host_memory.describe()},
     "date": time.strftime("%Y-%m-%d"),
   }
   out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
-                     f"sample_speed_{_VARIANT.value}_{jax.default_backend()}.json")
+                     f"sample_speed_{_VARIANT.value}_{jax.default_backend()}{suffix}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=1) + "\n")
   print(json.dumps(result, indent=1))
