@@ -42,14 +42,15 @@ def random_model(dtype: str):
   return graphdef, state
 
 
-def preparer(graphdef):
-  """A jitted state -> state laid out by `prepare_for_sampling`, and a list that receives the
-  prepared graphdef when it is first traced (merge the prepared state with it)."""
+def preparer(graphdef, *, winograd: bool = True):
+  """A jitted state -> state laid out by `prepare_for_sampling(winograd=)`, and a list that
+  receives the prepared graphdef when it is first traced (merge the prepared state with it)."""
   prepared_graphdef = []
 
   @jax.jit
   def prepare(state):
-    graph, prepared = nnx.split(prepare_for_sampling(nnx.merge(graphdef, state)))
+    graph, prepared = nnx.split(prepare_for_sampling(nnx.merge(graphdef, state),
+                                                     winograd=winograd))
     prepared_graphdef.append(graph)
     return prepared
 

@@ -191,8 +191,10 @@ class StreamLayer(nnx.Module):
       ffn = xavier_dense_(nn.SwiGLU(width, hidden, use_bias=False, dtype=dtype, rngs=rngs), rngs)
     self.out, self.ffn = nnx.data(out), nnx.data(ffn)
 
-  def pre(self, x: jax.Array, c: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    """The attention input `LN(x)(1+scale1)+shift1` and all modulations of c `[B, D]`/`[B, L, D]`."""
+  def pre(self, x: jax.Array, c: jax.Array | nn.FrameRows
+          ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """The attention input `LN(x)(1+scale1)+shift1` and all modulations of c `[B, D]`, `[B, L, D]`
+    or `nn.FrameRows`."""
     mods = self.adaln(c)
     return nn.modulate(self.norm1(x), mods[0], mods[1]).astype(x.dtype), mods
 
@@ -235,11 +237,13 @@ class JointBlock(nnx.Module):
     self.text = StreamLayer(width, hidden, temporal=False, pre_only=pre_only, global_cond=True,
                             **kw)
 
-  def __call__(self, streams: tuple[jax.Array, jax.Array, jax.Array], c_a: jax.Array,
-               c_g: jax.Array, masks: Sequence[jax.Array], positions: Sequence[jax.Array | None],
+  def __call__(self, streams: tuple[jax.Array, jax.Array, jax.Array],
+               c_a: jax.Array | nn.FrameRows, c_g: jax.Array, masks: Sequence[jax.Array],
+               positions: Sequence[jax.Array | None],
                rope_masks: Sequence[jax.Array | None]) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """streams `[B, T_a, D]`, `[B, T_v, D]`, `[B, L_x, D]`; c_a `[B, T_a, D]`; c_g `[B, D]`;
-    masks `[B, L_i]`; positions / rope_masks `[L_i]` or None -> the three streams, same shapes."""
+    """streams `[B, T_a, D]`, `[B, T_v, D]`, `[B, L_x, D]`; c_a `[B, T_a, D]` or its
+    `nn.FrameRows`; c_g `[B, D]`; masks `[B, L_i]`; positions / rope_masks `[L_i]` or None -> the
+    three streams, same shapes."""
     layers = (self.audio, self.video, self.text)
     conds = (c_a, c_g, c_g)
     pre = [layer.pre(x, c) for layer, x, c in zip(layers, streams, conds, strict=True)]
@@ -267,9 +271,10 @@ class SingleBlock(nnx.Module):
     self.layer = StreamLayer(width, hidden, temporal=True, conv_kernel=conv_kernel, dtype=dtype,
                              rngs=rngs)
 
-  def __call__(self, x: jax.Array, c_a: jax.Array, mask: jax.Array,
+  def __call__(self, x: jax.Array, c_a: jax.Array | nn.FrameRows, mask: jax.Array,
                positions: jax.Array) -> jax.Array:
-    """x `[B, T_a, D]`, c_a `[B, T_a, D]`, mask `[B, T_a]`, positions `[T_a]` -> `[B, T_a, D]`."""
+    """x `[B, T_a, D]`, c_a `[B, T_a, D]` (or `nn.FrameRows`), mask `[B, T_a]`, positions `[T_a]`
+    -> `[B, T_a, D]`."""
     h, mods = self.layer.pre(x, c_a)
     attn = self.attn(h, key_mask=mask, rope=self.rope, q_positions=positions,
                      k_positions=positions)
@@ -289,6 +294,6 @@ class FinalLayer(nnx.Module):
                           axes=("conv_window", "embed", "channels"), kernel_init=ZERO,
                           dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array, c_a: jax.Array, mask: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, c_a: jax.Array | nn.FrameRows, mask: jax.Array) -> jax.Array:
     shift, scale = self.adaln(c_a)
     return self.conv(nn.modulate(self.norm(x), shift, scale).astype(x.dtype), mask)

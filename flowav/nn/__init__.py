@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowav.nn.adaln import AdaLNModulation, gate, modulate
+from flowav.nn.adaln import AdaLNModulation, FrameRows, gate, modulate
 from flowav.nn.attention import (
   Attention,
   JointAttention,
@@ -28,6 +28,7 @@ from flowav.nn.stack import Stack
 
 __all__ = [
   "AdaLNModulation", "Attention", "Constant", "Conv1d", "ConvNeXtV2Block", "ConvSwiGLU", "Dense",
+  "FrameRows",
   "Embed", "FeatureNorm", "FourierFeatures", "GlobalResponseNorm", "JointAttention", "LayerNorm",
   "Mlp", "RMSNorm",
   "RopeConfig", "Stack", "SwiGLU", "TimestepEmbedder", "apply_rope", "attention_weights",

@@ -6,7 +6,7 @@ branches multiplied by a gate. Zero-initialised modulation makes every block sta
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.nnx as nnx
 import jax
@@ -15,8 +15,27 @@ import jax.numpy as jnp
 from flowav.nn.linear import Dense, Initializer
 
 
+class FrameRows(NamedTuple):
+  """A per-frame condition `[B, L, Dc]` kept as its distinct rows: frame l is `rows[:, index[l]]`.
+
+  AudioGen-Omni's `c_a = c_g + sync` changes only at the sync rate (24 Hz under 31.25 Hz audio
+  frames; one row without sync), so `AdaLNModulation` projects the S rows and gathers the result:
+  the same values as projecting every frame, with S/L of the matmul (spec §2.3).
+  """
+  rows: jax.Array  # [B, S, Dc]
+  index: jax.Array  # [L] int32 in [0, S)
+
+  def dense(self) -> jax.Array:
+    """The condition on every frame, `[B, L, Dc]`."""
+    return jnp.take(self.rows, self.index, axis=1)
+
+  def astype(self, dtype: Any) -> FrameRows:
+    return self._replace(rows=self.rows.astype(dtype))
+
+
 class AdaLNModulation(nnx.Module):
-  """c `[B, Dc]` -> num_chunks arrays `[B, 1, width]`; per-frame c `[B, L, Dc]` -> `[B, L, width]`.
+  """c `[B, Dc]` -> num_chunks arrays `[B, 1, width]`; per-frame c `[B, L, Dc]` (or `FrameRows`)
+  -> `[B, L, width]`.
 
   Param `proj`: Dense(cond_dim -> num_chunks*width, bias), kernel named `axes`
   (default ('embed', 'mlp')). `zero_init=True` zeros kernel and bias; `kernel_init` overrides the
@@ -42,7 +61,13 @@ class AdaLNModulation(nnx.Module):
     self.proj = Dense(cond_dim, num_chunks * width, axes=axes, use_bias=True,
                       kernel_init=kernel_init, dtype=None if per_example else dtype, rngs=rngs)
 
-  def __call__(self, c: jax.Array) -> tuple[jax.Array, ...]:
+  def __call__(self, c: jax.Array | FrameRows) -> tuple[jax.Array, ...]:
+    if isinstance(c, FrameRows):
+      if self.per_example or c.rows.ndim != 3:
+        raise ValueError(f"AdaLNModulation: FrameRows needs rows [B, S, Dc] and per_example=False, "
+                         f"got rows {c.rows.shape}")
+      mod = jnp.take(self.proj(jax.nn.silu(c.rows)), c.index, axis=1)
+      return tuple(jnp.split(mod, self.num_chunks, axis=-1))
     if self.per_example and c.ndim != 2:
       raise ValueError(f"AdaLNModulation(per_example=True): c must be [B, Dc], got shape {c.shape}")
     if c.ndim == 2:

@@ -8,6 +8,7 @@ outputs do not depend on the values at padded frames.
 The conv runs as one matmul through `flowav.nn.linear.matmul`, which keeps XLA:CPU on its fast dot
 path, also in the backward pass: over im2col windows (`[B*L, K*C_in] @ [K*C_in, C_out]`), or, when
 C_out < C_in, against all taps at once (`[B*L, C_in] @ [C_in, K*C_out]`) followed by shifted adds.
+A sampler's k3 convs run as Winograd F(2, 3) instead (`flowav.nn.winograd`, a third fewer FLOPs).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from flowav.nn.linear import ZEROS, Initializer, check_axes, matmul, torch_uniform_init
+from flowav.nn.winograd import TAPS as WINOGRAD_TAPS
+from flowav.nn.winograd import conv3 as winograd_conv3
+from flowav.nn.winograd import filter_transform
 from flowav.parallel.sharding import constrain
 
 
@@ -96,23 +100,33 @@ class Conv1d(nnx.Module):
       out_sharding=axes)
     self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32),
                            out_sharding=(axes[2],)) if use_bias else None)
-    self.taps_laid_out = False
+    self.layout = "kernel"  # "taps" / "winograd" once laid out for sampling
 
   @property
   def shifted_output(self) -> bool:
     """Whether this layer runs as `shifted_output_conv` (the form with less extra memory traffic)."""
     return self.kernel_size > 1 and self.out_features < self.in_features
 
-  def lay_out_taps(self) -> None:
-    """Stores the kernel as `conv_taps(kernel)` `[in, K*out]`, if this layer uses the shifted-
-    output form, so that a sampler transposes it once, not at every call (XLA:CPU transposes a
-    bfloat16 kernel slowly). For a model copy used only for sampling (nn.prepare_for_sampling)."""
-    if self.shifted_output and not self.taps_laid_out:
+  def lay_out_for_sampling(self, *, winograd: bool = True) -> None:
+    """Stores the kernel in the form a sampler multiplies by, once instead of at every call, for a
+    model copy used only for sampling (nn.prepare_for_sampling); idempotent.
+
+    k3 (and `winograd`): Winograd F(2, 3) taps `[4, in, out]` (`flowav.nn.winograd`, a third fewer
+    FLOPs).
+    Otherwise, in the shifted-output form, `conv_taps(kernel)` `[in, K*out]` (XLA:CPU transposes a
+    bfloat16 kernel slowly). Otherwise (im2col) the kernel stays as it is.
+    """
+    if self.layout != "kernel":
+      return
+    names = self.kernel.get_metadata().get("out_sharding")
+    if winograd and self.kernel_size == WINOGRAD_TAPS:
+      self.kernel.set_value(filter_transform(self.kernel.get_value()))
+      self.layout = "winograd"  # `[4, in, out]` keeps the `[K, in, out]` names
+    elif self.shifted_output:
       self.kernel.set_value(conv_taps(self.kernel.get_value()))
-      names = self.kernel.get_metadata().get("out_sharding")
       if names:  # `[in, K*out]`: K*out split as out would be
         self.kernel.set_metadata(out_sharding=tuple(names[1:]))
-      self.taps_laid_out = True
+      self.layout = "taps"
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """x `[B, L, in]`, mask `[B, L]` bool (True = valid; padded frames read as 0) -> `[B, L, out]`."""
@@ -123,7 +137,9 @@ class Conv1d(nnx.Module):
     kernel = self.kernel[...]
     compute = jnp.result_type(x, kernel) if self.dtype is None else self.dtype
     x = mask_frames(x.astype(compute), mask)
-    if self.taps_laid_out:  # prepared for sampling: the kernel is already `[in, K*out]`
+    if self.layout == "winograd":  # prepared for sampling: `[4, in, out]` transformed taps
+      y = winograd_conv3(x, kernel, compute)
+    elif self.layout == "taps":  # prepared for sampling: `[in, K*out]`
       y = _shift_add(matmul(x, kernel, compute), self.kernel_size)
     elif self.shifted_output:
       y = shifted_output_conv(x, kernel, compute)

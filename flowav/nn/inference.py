@@ -35,22 +35,23 @@ def cast_kernels_to_compute_dtype(model: nnx.Module) -> int:
   return count
 
 
-def prepare_for_sampling(model: nnx.Module) -> nnx.Module:
-  """Unstacks every `Stack` into per-layer modules, lays out conv taps (`Conv1d.lay_out_taps`),
-  then casts matmul kernels to compute dtypes.
+def prepare_for_sampling(model: nnx.Module, *, winograd: bool = True) -> nnx.Module:
+  """Unstacks every `Stack` into per-layer modules, lays out conv kernels for sampling
+  (`Conv1d.lay_out_for_sampling`: Winograd taps for k3 unless `winograd=False`), then casts matmul
+  kernels to compute dtypes.
 
   Mutates and returns `model`, which must be a merged copy used only for sampling (inside the
   jitted sampler, before the ODE loop, so XLA does the work once per sample): its parameter paths
   and dtypes no longer match a checkpoint, and gradients through it would not reach the float32
   parameters. Velocities agree with the unprepared model's to float rounding. Memory: the laid-
   out weights can be a second copy held beside the float32 parameters during the sample (half
-  their size where cast to bfloat16).
+  their size where cast to bfloat16; k3 conv kernels 4/3 of theirs).
   """
   stacks = [module for _, module in nnx.iter_graph(model) if isinstance(module, Stack)]
   for stack in stacks:
     stack.unstack()  # first, so each layer's kernel is sliced in float32 and cast in one pass
   for _, module in nnx.iter_graph(model):
     if isinstance(module, Conv1d):
-      module.lay_out_taps()
+      module.lay_out_for_sampling(winograd=winograd)
   cast_kernels_to_compute_dtype(model)
   return model

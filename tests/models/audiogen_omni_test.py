@@ -220,6 +220,8 @@ def test_sync_resampling_and_null():  # §7.5
   idx = ag.sync_indices(SYNC_FRAMES, NUM_FRAMES, 24.0, 31.25)
   np.testing.assert_allclose(cond["sync"], np.asarray(full)[:, idx], atol=1e-5)
   c_g, c_a = jit_method(model, _global)(T3, cond)
+  assert c_a.rows.shape[1] == SYNC_FRAMES < NUM_FRAMES  # AdaLN runs on the sync frames
+  c_a = c_a.dense()
   np.testing.assert_allclose(c_a[2] - c_g[2], np.broadcast_to(model.null_sync[...], (32, 64)),
                              atol=1e-5)  # row 2 has no video: every frame gets n_s
   np.testing.assert_allclose(c_a[0] - c_g[0], cond["sync"][0], atol=1e-5)
@@ -244,6 +246,7 @@ def _modulations(module, c):
 
 def _adaln_view(model, x, t, cond):
   c_g, c_a = model.global_condition(t, cond)
+  c_a = c_a.dense()
   return c_g, c_a, _modulations(model, c_g), _modulations(model, c_a), model(x, t, cond)
 
 

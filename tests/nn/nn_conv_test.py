@@ -50,17 +50,46 @@ def test_narrowing_conv_uses_the_shifted_output_form_and_matches_torch(kernel_si
 
 
 def test_laid_out_taps_give_the_same_output_and_keep_sharding_names(jit_call):
-  conv = nn.Conv1d(6, 4, 3, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  conv = nn.Conv1d(6, 4, 5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   x = _normal(1, (2, 9, 6))
   before = jit_call(conv, x)
-  conv.lay_out_taps()
-  conv.lay_out_taps()  # idempotent
-  assert conv.taps_laid_out and conv.kernel.shape == (6, 12)
+  conv.lay_out_for_sampling()
+  conv.lay_out_for_sampling()  # idempotent
+  assert conv.layout == "taps" and conv.kernel.shape == (6, 20)
   assert conv.kernel.get_metadata()["out_sharding"] == ("embed", "mlp")
   np.testing.assert_array_equal(jit_call(conv, x), before)
-  widening = nn.Conv1d(4, 6, 3, rngs=nnx.Rngs(0))
-  widening.lay_out_taps()  # im2col layer: nothing to lay out
-  assert not widening.taps_laid_out and widening.kernel.shape == (3, 4, 6)
+  widening = nn.Conv1d(4, 6, 5, rngs=nnx.Rngs(0))
+  widening.lay_out_for_sampling()  # im2col layer: nothing to lay out
+  assert widening.layout == "kernel" and widening.kernel.shape == (5, 4, 6)
+
+
+@pytest.mark.parametrize("length", [1, 2, 9, 10])
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6)])
+def test_winograd_k3_layout_matches_the_direct_conv(shape, length, jit_call):
+  """F(2, 3): every k3 conv, narrowing or widening, odd or even length, with a mask and bias."""
+  conv = nn.Conv1d(*shape, 3, rngs=nnx.Rngs(0))
+  x = _normal(1, (2, length, shape[0]))
+  mask = jnp.arange(length)[None] < jnp.asarray([[length], [max(length - 3, 1)]])
+  before = jit_call(conv, x, mask)
+  conv.lay_out_for_sampling()
+  conv.lay_out_for_sampling()  # idempotent
+  assert conv.layout == "winograd" and conv.kernel.shape == (4, *shape)
+  assert conv.kernel.get_metadata()["out_sharding"] == ("conv_window", "embed", "mlp")
+  np.testing.assert_allclose(jit_call(conv, x, mask), before, rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_bfloat16_error_is_of_the_direct_convs_order(jit_call):
+  """Rounding the transformed inputs and taps to bfloat16 costs about what rounding the direct
+  conv's inputs and taps does; both measured against the float32 conv."""
+  exact = nn.Conv1d(64, 96, 3, rngs=nnx.Rngs(3))
+  direct = nn.Conv1d(64, 96, 3, dtype=jnp.bfloat16, rngs=nnx.Rngs(3))
+  x = _normal(2, (2, 40, 64))
+  reference = jit_call(exact, x)
+  error_direct = float(jnp.std(jit_call(direct, x).astype(jnp.float32) - reference))
+  direct.lay_out_for_sampling()
+  error_winograd = float(jnp.std(jit_call(direct, x).astype(jnp.float32) - reference))
+  assert 0 < error_direct < 0.01 * float(jnp.std(reference))
+  assert error_winograd < 2.5 * error_direct
 
 
 def test_conv1d_mask_reads_padded_frames_as_zero(jit_call):

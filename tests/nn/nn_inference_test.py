@@ -91,7 +91,7 @@ def _omni_velocity(dtype, prepare):
     if prepare:
       prepare_for_sampling(m)
       assert all(stack.unstacked for _, stack in nnx.iter_graph(m) if isinstance(stack, Stack))
-      assert any(c.taps_laid_out for _, c in nnx.iter_graph(m) if isinstance(c, Conv1d))
+      assert any(c.layout == "winograd" for _, c in nnx.iter_graph(m) if isinstance(c, Conv1d))
     return m(x, t, m.conditions(batch)).astype(jnp.float32)
 
   fn = jax.jit(fn)
@@ -106,7 +106,9 @@ def test_prepared_float32_omni_model_gives_the_same_velocity():
   reference, _ = _omni_velocity(None, prepare=False)
   prepared, compiled = _omni_velocity(None, prepare=True)
   assert _rms(reference) > 0.1  # perturbed zero-init layers: a real velocity
-  np.testing.assert_allclose(prepared, reference, rtol=1e-5, atol=1e-5)
+  # Winograd k3 convs round differently: float32 rounding relative to the velocity's scale
+  scale = float(jnp.max(jnp.abs(reference)))
+  np.testing.assert_allclose(prepared, reference, rtol=1e-5, atol=5e-6 * scale)
   assert " while(" not in compiled  # no layer loop left: each layer reads its own weights
 
 

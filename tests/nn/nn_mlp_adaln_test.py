@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowav.nn import AdaLNModulation, Mlp, SwiGLU, gate, modulate
+from flowav.nn import AdaLNModulation, FrameRows, Mlp, SwiGLU, gate, modulate
 
 
 def _x(seed=0, shape=(2, 3, 8)):
@@ -106,3 +106,20 @@ def test_adaln_per_example_projects_in_float32_and_takes_only_vectors(jit_call):
   np.testing.assert_allclose(jnp.concatenate([shift, scale], -1)[:, 0], h, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match=r"per_example=True.*\[B, Dc\]"):
     mod(jnp.zeros((3, 5, 8)))
+
+
+def test_adaln_on_frame_rows_equals_adaln_on_every_frame(jit_call):
+  """FrameRows (AudioGen-Omni's c_a at the sync rate): project the distinct rows, then gather."""
+  mod = AdaLNModulation(8, 4, num_chunks=3, zero_init=False, rngs=nnx.Rngs(0))
+  rows = _x(1, (2, 5, 8))
+  index = jnp.asarray([0, 0, 1, 2, 2, 3, 4, 4, 4], jnp.int32)  # 9 frames over 5 rows
+  c = FrameRows(rows, index)
+  assert c.dense().shape == (2, 9, 8)
+  np.testing.assert_array_equal(c.dense()[:, 5], rows[:, 3])
+  got, want = jit_call(mod, c), jit_call(mod, c.dense())
+  assert [g.shape for g in got] == [(2, 9, 4)] * 3
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+  per_example = AdaLNModulation(8, 4, num_chunks=2, per_example=True, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="FrameRows"):
+    per_example(c)
