@@ -8,7 +8,8 @@ timed calls), no lyric frames, 8 s of audio (250 x 20 latents, 64 x 1024 video, 
     dtype, k3 convs as Winograd F(2, 3)), alternating with the same layout but direct k3 convs
     (`winograd=False`), and the same evaluation from the training layout (casts in every call),
   * 25 Euler steps with CFG (conditional + null rows in one batch of 2), conditions precomputed,
-  * the whole 8 s sample end to end (conditions from the batch, then the 25 steps),
+  * the whole 8 s sample end to end as `flowav.generate` runs it (weights laid out, conditions
+    from the batch with them, then the 25 steps),
 and reports XLA's FLOP count of one evaluation, the FLOP/s reached beside a 2048^3 matmul's
 measured in the same run (the machine's practical peak for that dtype), and the targets beside
 MMAudio S-16k in PyTorch measured on this machine (the issue's numbers). Medians of `--repeats`.
@@ -88,7 +89,7 @@ def measure(dtype: str) -> dict:
   prepare, prepared_graphdef = omni_inputs.preparer(graphdef)
 
   def solve(m, x0, cond, null):
-    prepare_for_sampling(m)  # once per sample, before the ODE loop, as flowav.generate does
+    prepare_for_sampling(m)  # once per sample, before the ODE loop (a no-op if done already)
     v = guidance.guided_velocity(lambda x, t, c: m(x, t, c), cond, null, scale)
     return samplers.sample_ode(v, x0, method="euler", num_steps=_STEPS.value)[0]
 
@@ -97,8 +98,8 @@ def measure(dtype: str) -> dict:
     return solve(nnx.merge(graphdef, state), x0, cond, null)
 
   @jax.jit
-  def end_to_end(state, x0, batch):
-    m = nnx.merge(graphdef, state)
+  def end_to_end(state, x0, batch):  # as flowav.generate: lay the weights out, then conditions
+    m = prepare_for_sampling(nnx.merge(graphdef, state))
     cond = m.conditions(batch)
     return solve(m, x0, cond, m.null_conditions(cond))
 
