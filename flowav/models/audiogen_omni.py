@@ -236,7 +236,8 @@ class AudioGenOmni(nnx.Module):
     """`c_g` `[B, D]` and the per-frame `c_a = c_g + S` (spec §2.3) as `nn.FrameRows` over
     `[B, T_a, D]`, float32: one row per sync frame when sync is slower than the audio frames, one
     row without a sync branch, else one per audio frame. Every AdaLN then projects those rows only
-    (at `mmaudio_s` shapes 192 instead of 250; at the `demo` variant's 8 Hz video, 4x fewer)."""
+    (at `mmaudio_s` shapes 192 instead of 250; in the `demo` variant 25 video frames a second
+    instead of 86 mel frames)."""
     size, num_frames = cond["audio_mask"].shape
     e_t = self.time_embed(jnp.broadcast_to(jnp.asarray(t, jnp.float32), (size,)))
     has_video = jnp.any(cond["video_mask"], axis=1, keepdims=True)

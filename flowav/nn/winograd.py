@@ -12,13 +12,14 @@ as `y0 = m0 + m1 + m2`, `y1 = m1 - m2 - m3`. Here each `d` is a frame `[C_in]` a
 matmuls replace 6, a third fewer FLOPs. The filter transform is done once when a sampler prepares
 the weights (`flowav.nn.inference`); each call transforms the inputs and outputs with adds only.
 At AudioGen-Omni's `mmaudio_s` shapes, where k3 convs hold ~80 % of the FLOPs, a float32
-velocity evaluation took 0.174 instead of 0.198 s, a bfloat16 one 0.122 instead of 0.129 s
+velocity evaluation took 0.135 instead of 0.156 s, a bfloat16 one 0.105 instead of 0.115 s
 (benchmarks/omni_sample_speed.py, alternating calls in one process): the smaller matmuls (half
 the rows, a third of the im2col depth) run a little below the direct conv's FLOP rate.
 
 Accuracy: float32 results differ from the direct conv at rounding level (~1e-6 relative). In
 bfloat16 the transformed inputs and taps are rounded once each, like the direct conv's inputs and
-taps, so the error vs float32 is of the same order.
+taps, so the error vs float32 is of the same order: ~10 % above the direct convs' on a trained
+demo model's velocity (benchmarks/omni_layout_error.py).
 """
 
 from __future__ import annotations

@@ -139,6 +139,33 @@ def test_absent_keys_equal_all_false_masks():  # DESIGN: missing modality = mask
                              forward(masked, batch["audio_latents"], T3), atol=1e-6)
 
 
+def _null(model, cond):
+  return model.null_conditions(cond)
+
+
+def _drop_everything(model, cond, key):
+  return model.drop_conditions(cond, key, p_video=1.0, p_caption=1.0, p_lyrics=1.0)
+
+
+def test_null_and_fully_dropped_conditions_equal_absent_modalities():  # spec §3, §4 (CFG)
+  """The CFG null branch and a training row with every condition dropped see exactly what a batch
+  without video, sync, caption and lyrics gives, sync kept at its own rate included."""
+  model = tiny_model()
+  batch = make_batch(model.cfg)
+  conditions, from_cond, forward = _fns(model)
+  cond = conditions(batch)
+  assert cond["sync_rows"].shape[1] == SYNC_FRAMES and cond["sync_row_mask"].any()
+  x = batch["audio_latents"]
+  kept = ("audio_latents", "audio_mask", "start_s", "duration_s", "task_id")
+  want = forward({k: batch[k] for k in kept}, x, T3)
+  assert _differs(from_cond(x, T3, cond), want)  # the conditions do steer this model
+  null = jit_method(model, _null)(cond)
+  assert not null["sync_row_mask"].any()
+  np.testing.assert_allclose(from_cond(x, T3, null), want, atol=1e-6)
+  dropped = jit_method(model, _drop_everything)(cond, jax.random.key(0))
+  np.testing.assert_allclose(from_cond(x, T3, dropped), want, atol=1e-6)
+
+
 # --- §7.3 RoPE only on temporal streams -------------------------------------------------------
 
 
