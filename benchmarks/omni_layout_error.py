@@ -30,8 +30,9 @@ _CLIPS = flags.DEFINE_integer("clips", 4, "Held-out clips per subset.")
 _OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
 
 
-def velocity(run: generate.Run, batch: dict, x: jax.Array, t: jax.Array, layout: str) -> np.ndarray:
-  """float32 velocity of `run` in `layout`: 'training', 'direct' or 'winograd'."""
+def velocity_fn(run: generate.Run, layout: str):
+  """Jitted (params, rest, x, t, batch) -> float32 velocity of `run` in `layout`: 'training',
+  'direct' or 'winograd'; built once per run and layout, so each batch shape compiles once."""
 
   @jax.jit
   def apply(params, rest, x, t, batch):
@@ -40,23 +41,24 @@ def velocity(run: generate.Run, batch: dict, x: jax.Array, t: jax.Array, layout:
       model = prepare_for_sampling(model, winograd=layout == "winograd")
     return model(x, t, model.conditions(batch)).astype(jnp.float32)
 
-  return np.asarray(apply(run.params, run.rest, x, t, batch))
+  return lambda x, t, batch: np.asarray(apply(run.params, run.rest, x, t, batch))
 
 
 def main(_):
   runs = {d: generate.load_run(_WORKDIR.value, dtype=d) for d in ("float32", "bfloat16")}
   rms = lambda v: float(np.sqrt(np.mean(np.square(v))))  # noqa: E731
   out = {"workdir": _WORKDIR.value, "step": runs["float32"].step, "t": 0.3, "subsets": {}}
+  fns = {(d, layout): velocity_fn(run, layout) for d, run in runs.items()
+         for layout in ("training", "direct", "winograd")}
   for subset, clips in sorted(omni.heldout_by_subset(runs["float32"], _CLIPS.value).items()):
     batch = dict(inputs.stack([c.prepared for c in clips]))
     x = jax.random.normal(jax.random.key(0), np.shape(batch["audio_latents"]))
     t = jnp.full((x.shape[0],), 0.3)
-    exact = velocity(runs["float32"], batch, x, t, "training")
+    exact = fns["float32", "training"](x, t, batch)
     row = {"velocity_rms": rms(exact), "clips": len(clips)}
-    for dtype, run in runs.items():
-      for layout in ("training", "direct", "winograd"):
-        if (dtype, layout) != ("float32", "training"):
-          row[f"{dtype}_{layout}_error_rms"] = rms(velocity(run, batch, x, t, layout) - exact)
+    for (dtype, layout), fn in fns.items():
+      if (dtype, layout) != ("float32", "training"):
+        row[f"{dtype}_{layout}_error_rms"] = rms(fn(x, t, batch) - exact)
     out["subsets"][subset] = row
     print(subset, json.dumps(row), flush=True)
   path = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
