@@ -51,6 +51,9 @@ def base_config() -> mlc.ConfigDict:
     # Caption / lyric token streams (UTF-8 bytes + 1 when a dataset stores only text); 0 = not fed.
     max_text_tokens=0, max_lyric_tokens=0,
     random_crop=True,
+    # Times each record of a task (flowav.data.schema.TASKS) appears per training epoch, e.g.
+    # --config.data.task_weights.speech=2; 0 leaves the task out.
+    task_weights=dict(sound=1, speech=1, song=1, music=1, t2av=1),
     num_threads=2, prefetch=4,
   )
   c.flow = dict(t_sampler="uniform", logit_normal_mean=0.0, logit_normal_std=1.0)

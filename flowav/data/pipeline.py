@@ -1,7 +1,8 @@
 """grain input pipeline: shuffle, crop/pad with masks, normalise, batch, shard per process.
 
 Data are indexed globally: the k-th element of the global stream is record `order[k]` of an
-epoch-wise shuffled, endlessly repeated dataset. A stream that starts at element s has global batch
+epoch-wise shuffled, endlessly repeated dataset (records of up-weighted tasks repeated within
+each epoch, `epoch_records`). A stream that starts at element s has global batch
 b = elements [s + b*G, s + (b+1)*G); process p of n reads the contiguous slice
 [s + b*G + p*L, s + b*G + (p+1)*L) with L = G/n. So the data a run sees depends only on (seed,
 global position), not on how many processes read it. The position is a `DataPosition` (global
@@ -166,24 +167,53 @@ def crop_and_pad(ex: Mapping[str, Any], lengths: Lengths, rates: Mapping[str, fl
   return out
 
 
+def epoch_records(source, task_weights: Mapping[str, int] | None, *, where: str) -> np.ndarray:
+  """Record ids of one training epoch: each record `task_weights[task]` times (default 1; 0 leaves
+  the task out), by its `task_id`, in record order. Without weights, every record once.
+
+  Raises ValueError naming `where` and the key for an unknown task or a weight that is not a
+  non-negative integer, and when the weights leave no record.
+  """
+  n = len(source)
+  weights = {}
+  for task, w in (task_weights or {}).items():
+    if task not in schema.TASKS:
+      raise ValueError(f"config.data.task_weights: unknown task {task!r}; "
+                       f"valid: {sorted(schema.TASKS)}")
+    if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0:
+      raise ValueError(f"config.data.task_weights[{task!r}]={w!r}: must be a non-negative integer "
+                       "(repeats per epoch)")
+    weights[schema.TASKS[task]] = int(w)
+  if all(w == 1 for w in weights.values()):
+    return np.arange(n)
+  repeats = np.ones((n,), np.int64)
+  for i in range(n):  # the task id only; ~0.1 ms per record
+    task_id = int(records.decode_example(source[i], source=f"{where} record {i}")["task_id"])
+    repeats[i] = weights.get(task_id, 1)
+  if not repeats.sum():
+    raise ValueError(f"{where}: config.data.task_weights={dict(task_weights)} leaves no record")
+  return np.repeat(np.arange(n), repeats)
+
+
 class _ReadExample:
   """Maps a global element id to a prepared example (picklable, for grain workers)."""
 
-  def __init__(self, source, num_records: int, data_dir: str, split: str, lengths: Lengths,
+  def __init__(self, source, epoch: np.ndarray, data_dir: str, split: str, lengths: Lengths,
                rates: dict[str, float], stats: LatentStats, seed: int, random_crop: bool,
                require: tuple[str, ...]):
-    self.source, self.num_records, self.data_dir, self.split = source, num_records, data_dir, split
+    self.source, self.epoch, self.data_dir, self.split = source, epoch, data_dir, split
     self.lengths, self.rates, self.stats = lengths, rates, stats
     self.seed, self.random_crop, self.require = seed, random_crop, require
 
   def record_index(self, element: int) -> int:
-    """Epoch-wise shuffled order: element k of epoch e is a fixed permutation of the records."""
-    epoch, k = divmod(int(element), self.num_records)
-    perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_records)
-    return int(perm[k])
+    """Epoch-wise shuffled order: element k of epoch e is a fixed permutation of the epoch's
+    record ids (`epoch_records`)."""
+    epoch, k = divmod(int(element), len(self.epoch))
+    perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.epoch))
+    return int(self.epoch[perm[k]])
 
   def __call__(self, element: int) -> dict[str, np.ndarray]:
-    index = self.record_index(element) if self.seed >= 0 else int(element) % self.num_records
+    index = self.record_index(element) if self.seed >= 0 else int(element) % len(self.source)
     where = f"{self.data_dir} split {self.split!r} record {index}"
     ex = records.decode_example(self.source[index], source=where)
     schema.validate_example(ex, source=where, require=self.require)
@@ -201,7 +231,8 @@ class _ReadExample:
 def make_dataset(data_dir: str, split: str, *, lengths: Lengths, global_batch: int,
                  seed: int, shuffle: bool = True, repeat: bool = True, random_crop: bool = False,
                  process_index: int = 0, process_count: int = 1, start_element: int = 0,
-                 require: tuple[str, ...] = ()) -> grain.MapDataset:
+                 require: tuple[str, ...] = (),
+                 task_weights: Mapping[str, int] | None = None) -> grain.MapDataset:
   """A MapDataset of this process's batches (dicts of [L, ...] numpy arrays).
 
   Args:
@@ -214,6 +245,8 @@ def make_dataset(data_dir: str, split: str, *, lengths: Lengths, global_batch: i
     repeat: endless (training) or one pass (evaluation; the last partial batch is dropped).
     start_element: global element id of the first batch's first row (`DataPosition.next_element`
       of a restored run); only for repeating streams.
+    task_weights: training streams only: task name (`schema.TASKS`) -> times each of its records
+      appears per epoch (`epoch_records`); unnamed tasks once.
   """
   info = records.DatasetInfo.load(data_dir)
   paths = info.shard_paths(data_dir, split)
@@ -226,9 +259,12 @@ def make_dataset(data_dir: str, split: str, *, lengths: Lengths, global_batch: i
                      f"{process_count} processes")
   if start_element and not repeat:
     raise ValueError("start_element is only meaningful for a repeating (training) stream")
+  if task_weights and any(w != 1 for w in task_weights.values()) and not shuffle:
+    raise ValueError("task_weights are only meaningful for a shuffled (training) stream")
   local = global_batch // process_count
   stats = LatentStats.from_dict(info.latent_stats)
-  read = _ReadExample(source, n, data_dir, split, lengths, dict(info.rates), stats,
+  epoch = epoch_records(source, task_weights, where=f"{data_dir} split {split!r}")
+  read = _ReadExample(source, epoch, data_dir, split, lengths, dict(info.rates), stats,
                       seed if shuffle else -1, random_crop, require)
   num_batches = ((2**62 - start_element) // global_batch) if repeat else n // global_batch
   if num_batches == 0:

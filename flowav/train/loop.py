@@ -101,7 +101,8 @@ def make_data(config: mlc.ConfigDict, split: str, *, train: bool, start_element:
     seed=int(config.train.seed), shuffle=train, repeat=train,
     random_crop=bool(config.data.random_crop) and train,
     process_index=jax.process_index(), process_count=jax.process_count(),
-    start_element=start_element)
+    start_element=start_element,
+    task_weights=dict(config.data.get("task_weights", None) or {}) if train else None)
   return info, ds
 
 

@@ -20,6 +20,9 @@ SAFE_TO_CHANGE = ("train.num_steps", "train.max_minutes", "train.log_every", "tr
                   "train.summary_every", "train.checkpoint_every", "train.checkpoint_timeout_minutes",
                   "sample.", "eval.",
                   "data.num_threads", "data.prefetch", "data.dir")
+# Keys added after runs were saved without them: absent from a saved config and at this value in
+# the new one, they mean what the saved run did, so resuming such a run is not a change.
+SAME_AS_ABSENT = {"data.task_weights.": 1}
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -46,7 +49,12 @@ def load_config(workdir: str | pathlib.Path) -> mlc.ConfigDict:
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   a, b = flatten(old), flatten(new)
-  return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+  def same_as_absent(k: str) -> bool:
+    return k not in a and any(k.startswith(p) and b.get(k) == v for p, v in SAME_AS_ABSENT.items())
+
+  return sorted(k for k in set(a) | set(b)
+                if a.get(k, "<absent>") != b.get(k, "<absent>") and not same_as_absent(k))
 
 
 def check_config(workdir: str | pathlib.Path, config: mlc.ConfigDict, *,

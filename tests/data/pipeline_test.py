@@ -93,6 +93,32 @@ def test_global_indexing_is_independent_of_process_count(tmp_path):
   assert sorted(epoch0) == list(range(10)), "each epoch visits every record once"
 
 
+def test_task_weights_repeat_a_tasks_records_per_epoch_on_any_process_count(tmp_path):
+  _dataset(tmp_path)  # records 0-4 (the first shard) are sound, 5-9 speech
+  lengths = pipeline.Lengths(audio=40, video=10, phones=4, speaker_dim=4, video_dim=2, audio_dim=3)
+  make = lambda **kw: pipeline.make_dataset(str(tmp_path), "train", lengths=lengths, seed=3,
+                                            global_batch=5, **kw)
+  weights = {"speech": 3, "sound": 1}
+  one = make(task_weights=weights)
+  epoch = np.concatenate([one[b]["record_index"] for b in range(4)])  # 5 sound + 3 x 5 speech
+  counts = np.bincount(epoch, minlength=10)
+  assert counts.tolist() == [1] * 5 + [3] * 5
+  parts = [make(task_weights=weights, process_index=p, process_count=5) for p in range(5)]
+  np.testing.assert_array_equal(np.concatenate([p[6]["record_index"] for p in parts]),
+                                one[6]["record_index"])
+  only_sound = make(task_weights={"speech": 0})
+  assert all(sorted(only_sound[b]["record_index"]) == list(range(5)) for b in range(3))
+  # All weights 1 is the unweighted stream.
+  np.testing.assert_array_equal(make(task_weights={"speech": 1})[3]["record_index"],
+                                make()[3]["record_index"])
+  with pytest.raises(ValueError, match="unknown task 'speeech'"):
+    make(task_weights={"speeech": 2})
+  with pytest.raises(ValueError, match=r"task_weights\['song'\]=1.5"):
+    make(task_weights={"song": 1.5})
+  with pytest.raises(ValueError, match="leaves no record"):
+    make(task_weights={"speech": 0, "sound": 0})
+
+
 def test_stream_restarts_at_a_global_element_on_any_process_count(tmp_path):
   _dataset(tmp_path)
   lengths = pipeline.Lengths(audio=40, video=10, phones=4, speaker_dim=4, video_dim=2, audio_dim=3)

@@ -34,3 +34,14 @@ def test_changed_model_key_is_refused_naming_the_key_and_config_kept(tmp_path):
 def test_extending_training_is_a_safe_change(tmp_path):
   workdir.save_or_check_config(tmp_path, _config())
   assert workdir.save_or_check_config(tmp_path, _config(num_steps=20)) == ["train.num_steps"]
+
+
+def test_run_saved_before_task_weights_existed_resumes_unless_a_weight_differs(tmp_path):
+  workdir.save_or_check_config(tmp_path, _config())  # no data.task_weights in the saved config
+  weighted = _config()
+  weighted.data = {"task_weights": {"speech": 1, "song": 1}}
+  assert workdir.save_or_check_config(tmp_path, weighted) == []
+  (tmp_path / "config.json").write_text(json.dumps(_config().to_dict()))
+  weighted.data.task_weights.speech = 2
+  with pytest.raises(ValueError, match=r"data\.task_weights\.speech: '<absent>' -> 2"):
+    workdir.save_or_check_config(tmp_path, weighted)
