@@ -70,9 +70,10 @@ demo: $(STAMP) system-deps
 demo-data-full: $(STAMP) system-deps
 	$(PY) -m flowav.main build_demo_data --demo_size=full --out=$(FULL_DATA_DIR)
 
-# AudioGen-Omni's demo variant on the full flowav-demo: builds the data if absent, trains
-# (config: 2500 steps, ~18 min here, train.max_minutes=20; rerunning resumes), then scores every task against its control and
-# bfloat16 against 3 float32 seeds -> $(OMNI_DIR)/eval.json and report.md. Not part of make demo.
+# AudioGen-Omni's demo variant on the full flowav-demo: builds the data if absent, trains (config:
+# 2500 steps, ~18 min here, train.max_minutes=20; rerunning resumes), then scores every task against
+# its control and bfloat16 against 3 float32 seeds -> $(OMNI_DIR)/eval.json and report.md. Not part
+# of make demo.
 omni-demo: $(STAMP) system-deps
 	@test -f $(FULL_DATA_DIR)/dataset_info.json || \
 	  $(PY) -m flowav.main build_demo_data --demo_size=full --out=$(FULL_DATA_DIR)

@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.data.update(clip_seconds=8.0, batch_size=16)
   elif arg.variant == "demo":
     # 2 s windows (impacts and speech clips are 2 s; song, music and human speech are cropped at
-    # random): half the tokens of 4 s, ~1 s per step on 2 cores.
+    # random): half the tokens of 4 s, 0.4-0.55 s per step on 2 cores.
     c.data.update(dir="runs/demo-full/data", batch_size=16, clip_seconds=2.0, max_phones=48,
                   max_text_tokens=64, random_crop=True)
     # Cosine decay to 0 over 2500 steps: 17.5 min on the 2-core VM at 0.41 s per step (up to ~0.55
