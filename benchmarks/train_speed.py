@@ -16,11 +16,14 @@ parameters and accumulation; PyTorch: autocast to bfloat16):
     `unroll=depth` (the models' `scan_unroll`: one straight-line body, no while loop);
   * jax/stack/<rules> on --devices fake CPU devices (one mesh per rules table; the cores are
     shared, so this shows the cost of sharding, not a speed-up);
-  * torch/block, torch/stack: the same blocks in PyTorch (`pip install -e '.[bench]'`).
+  * torch/block, torch/stack: the same blocks in PyTorch (`pip install -e '.[bench]'`);
+  * paired_with_torch: jax/block vs torch/block and jax/stack/unrolled vs torch/stack again, in
+    --paired_rounds alternating rounds, the median JAX / PyTorch ratio: the arms above run minutes
+    apart, and this VM's speed drifts by up to ~40 % over minutes.
 Also `tiny`: steps/s of the real VSSFlow train step (configs/vssflow.py:tiny, optimizer and EMA
 included) on one device, FLOPs as counted by XLA's cost analysis.
 
-  python benchmarks/train_speed.py [--devices=2] [--repeats=20] [--depth=4]
+  python benchmarks/train_speed.py [--devices=2] [--repeats=20] [--depth=4] [--paired_rounds=12]
                                    [--notcmalloc | --reuse_host_memory]
 Like `python -m flowav.main`, it runs under tcmalloc by default (flowav.host_memory; both libraries
 in the process use it). With glibc's defaults XLA:CPU page-faults each step's temporary buffer
@@ -57,6 +60,9 @@ _DEVICES = flags.DEFINE_integer("devices", 2, "Fake CPU devices for the rules-ta
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed iterations (median reported).")
 _OUT = flags.DEFINE_string("out", None, "Result JSON (default benchmarks/results/...).")
 _DEPTH = flags.DEFINE_integer("depth", 4, "Blocks in the scanned stack arms.")
+_PAIRED_ROUNDS = flags.DEFINE_integer(
+  "paired_rounds", 12, "Alternating JAX / PyTorch rounds for the block and the (unrolled) stack "
+  "(0: skip).")
 
 WIDTH, HEADS, TOKENS, BATCH, MLP_RATIO = 448, 7, 391, 2, 4
 
@@ -124,7 +130,7 @@ def time_jax(dtype, devices: list, table: str | None, depth: int, unroll: int = 
     step = jax.jit(grad)
     params, x, c = jax.device_put((params, x, c), devices[0])
     run = lambda: jax.block_until_ready(step(params, x, c))
-    return {"step_s": _median_time(run, _REPEATS.value)}
+    return {"step_s": _median_time(run, _REPEATS.value), "run": run}
   sizes = mesh_lib.mesh_for_rules(table, len(devices))
   mesh = mesh_lib.make_mesh(sizes, devices)
   rules = rules_lib.get_rules(table)
@@ -177,7 +183,25 @@ def time_torch(bf16: bool, depth: int) -> dict | None:
     (out.float() ** 2).mean().backward()
 
   return {"step_s": _median_time(run, _REPEATS.value), "torch": torch.__version__,
-          "threads": torch.get_num_threads()}
+          "threads": torch.get_num_threads(), "run": run}
+
+
+def paired_rounds(jax_run, torch_run, rounds: int, repeats: int = 5) -> dict:
+  """JAX and PyTorch timed in alternating rounds (ABBA order), so the VM's drift over minutes
+  (up to ~40 % here) hits both arms alike: per round the median of `repeats` steps each, then
+  the median over rounds of the JAX / PyTorch time ratio (< 1: JAX is faster)."""
+  jax_s, torch_s = [], []
+  for r in range(rounds):
+    order = ((jax_run, jax_s), (torch_run, torch_s))
+    for fn, times in (order if r % 2 == 0 else order[::-1]):
+      times.append(_median_time(fn, repeats))
+  ratios = sorted(j / t for j, t in zip(jax_s, torch_s))
+  return {"rounds": rounds, "repeats_per_round": repeats,
+          "jax_ms": round(1e3 * statistics.median(jax_s), 1),
+          "torch_ms": round(1e3 * statistics.median(torch_s), 1),
+          "jax_over_torch_median": round(statistics.median(ratios), 3),
+          "jax_over_torch_range": [round(ratios[0], 3), round(ratios[-1], 3)],
+          "rounds_jax_faster": sum(x < 1 for x in ratios)}
 
 
 def time_tiny(devices: list) -> dict:
@@ -255,12 +279,18 @@ def main(argv):
       torch_arm = time_torch(bf16, d)
       if torch_arm is not None:
         arms[label] = torch_arm | {"blocks": max(d, 1)}
+    paired = {}
+    if "torch/block" in arms and _PAIRED_ROUNDS.value:
+      for what, jax_arm in (("block", "jax/block"), ("stack", "jax/stack/unrolled")):
+        paired[what] = paired_rounds(arms[jax_arm]["run"], arms[f"torch/{what}"]["run"],
+                                     _PAIRED_ROUNDS.value)
     for arm in arms.values():
+      arm.pop("run", None)
       if "step_s" in arm:
         arm["ms_per_block"] = round(1e3 * arm["step_s"] / arm["blocks"], 1)
         arm["gflop_per_s"] = round(model_flops() * arm["blocks"] / arm["step_s"] / 1e9, 1)
-    print(name, json.dumps(arms), flush=True)
-    rows.append({"dtype": name, "arms": arms})
+    print(name, json.dumps(arms), json.dumps(paired), flush=True)
+    rows.append({"dtype": name, "arms": arms, "paired_with_torch": paired})
   tiny = time_tiny(devices)
   print("tiny", json.dumps(tiny), flush=True)
   result = {

@@ -8,10 +8,11 @@ Library API (also used by `python -m flowav.main sample` and the Colab):
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -106,15 +107,53 @@ def _sampler(graphdef: nnx.GraphDef, method: str, num_steps: int, scale: float, 
   return run
 
 
+def override_sample(config: mlc.ConfigDict, overrides: Sequence[str]) -> dict[str, Any]:
+  """Applies 'sample.KEY=VALUE' strings to `config.sample` in place; returns {key: new value}.
+
+  Only the sampler's settings can change after training (the weights fix everything else). Each
+  value is parsed as the type of the setting it replaces; a malformed item, an unknown key or a
+  value of the wrong type raises ValueError naming it.
+  """
+  applied: dict[str, Any] = {}
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    section, _, name = key.strip().partition(".")
+    if not sep or section != "sample" or not name:
+      raise ValueError(f"override {item!r}: expected sample.KEY=VALUE; only the sample.* settings "
+                       "can change after training")
+    if name not in config.sample:
+      raise ValueError(f"override {key!r}: unknown key; sample.* has {sorted(config.sample)}")
+    old = config.sample[name]
+    try:
+      if isinstance(old, bool):
+        if text.strip().lower() not in ("true", "false", "1", "0"):
+          raise ValueError("expected true or false")
+        value: Any = text.strip().lower() in ("true", "1")
+      elif isinstance(old, (int, float, str)):
+        value = type(old)(text.strip() if not isinstance(old, str) else text)
+      else:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"override {key!r}={text!r}: not a {type(old).__name__} ({e})") from e
+    with config.unlocked():
+      config.sample[name] = value
+    applied[key.strip()] = value
+  return applied
+
+
 def load_run(workdir: str | pathlib.Path, *, use_ema: bool | None = None,
-             step: int | None = None, dtype: str | None = None) -> Run:
+             step: int | None = None, dtype: str | None = None,
+             sample_overrides: Sequence[str] = ()) -> Run:
   """Loads the latest (or given) checkpoint of `workdir` for sampling on this host's devices.
 
   `dtype` overrides `config.train.compute_dtype`, the matmul input dtype ('float32' or
-  'bfloat16'); the parameters are the same either way.
+  'bfloat16'); the parameters are the same either way. `sample_overrides` ('sample.KEY=VALUE',
+  see `override_sample`) change the sampler's settings for this run only; config.json keeps the
+  saved ones.
   """
   workdir = pathlib.Path(workdir)
   config = workdir_lib.load_config(workdir)
+  override_sample(config, sample_overrides)
   if dtype is not None:
     with config.unlocked():
       config.train.compute_dtype = dtype  # make_runtime rejects an unknown dtype, naming it

@@ -54,6 +54,10 @@ _DEMO_SIZE = flags.DEFINE_enum("demo_size", "default", ["default", "small", "tin
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
                                   "train: resume even though the config changed.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+_SAMPLE_OVERRIDE = flags.DEFINE_multi_string(
+  "sample_override", [], "sample, eval: KEY=VALUE changing one of the run's saved sample.* "
+  "settings for this command only, e.g. --sample_override=sample.cfg_scale_speech=8 (repeatable; "
+  "config.json keeps the saved value).")
 _REUSE_HOST_MEMORY = flags.DEFINE_bool(
   "reuse_host_memory", False, "CPU runs of large models: keep freed host memory for reuse (glibc "
   "malloc settings and JAX CPU dispatch on the calling thread, flowav.host_memory), so a step whose "
@@ -135,10 +139,23 @@ def sample(workdir: str, out: str | None) -> list[dict]:
     try:
       return [sampling.sample_conditions(
         workdir, out, video=_VIDEO.value, transcript=_TRANSCRIPT.value, caption=_CAPTION.value,
-        lyrics=_LYRICS.value, duration=_DURATION.value)]
+        lyrics=_LYRICS.value, duration=_DURATION.value, sample_overrides=_SAMPLE_OVERRIDE.value)]
     except ValueError as e:
       raise app.UsageError(f"sample {sorted(given)}: {e}") from e
-  return sampling.sample_heldout(workdir, out, num_clips=_NUM_CLIPS.value)
+  return sampling.sample_heldout(workdir, out, num_clips=_NUM_CLIPS.value,
+                                 sample_overrides=_SAMPLE_OVERRIDE.value)
+
+
+def check_sample_overrides(workdir: str) -> None:
+  """Rejects a malformed or unknown --sample_override before any model is loaded."""
+  if not _SAMPLE_OVERRIDE.value:
+    return
+  from flowav import generate  # pylint: disable=g-import-not-at-top
+  from flowav.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  try:
+    generate.override_sample(workdir_lib.load_config(pathlib.Path(workdir)), _SAMPLE_OVERRIDE.value)
+  except ValueError as e:
+    raise app.UsageError(f"--sample_override: {e}") from e
 
 
 def evaluate(workdir: str) -> dict:
@@ -156,18 +173,20 @@ def evaluate(workdir: str) -> dict:
   if unknown:
     raise app.UsageError(f"--spread_tasks: unknown tasks {unknown}; known: {sorted(omni_eval.TASKS)}")
   model_name = workdir_lib.load_config(pathlib.Path(workdir)).model.name
+  overrides = _SAMPLE_OVERRIDE.value
   if model_name == "audiogen_omni":
     # One model, every task: each task with only its conditions (flowav/eval/omni.py).
     result = omni_eval.evaluate(workdir, num_clips=n, dtype_seeds=_DTYPE_SEEDS.value,
                                 spread_seeds=_SPREAD_SEEDS.value,
-                                spread_tasks=tuple(_SPREAD_TASKS.value))
+                                spread_tasks=tuple(_SPREAD_TASKS.value), sample_overrides=overrides)
     text = omni_eval.render(result)
   elif _DTYPE_SEEDS.value or _SPREAD_SEEDS.value:
     flag = "--dtype_seeds" if _DTYPE_SEEDS.value else "--spread_seeds"
     raise app.UsageError(f"{flag} is for AudioGen-Omni runs; this run's model is "
                          f"{model_name!r}")
   else:
-    result = demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2)
+    result = demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2,
+                                sample_overrides=overrides)
     text = report.render(result)
   tmp = pathlib.Path(workdir) / "report.md.tmp"
   tmp.write_text(text)
@@ -184,6 +203,9 @@ def main(argv) -> None:
     logging.info("host memory: %s", host_memory.reuse_freed_host_memory())
   elif _TCMALLOC.value:
     logging.info("host malloc: %s", host_memory.run_under_tcmalloc())  # may re-execute this command
+  if _SAMPLE_OVERRIDE.value and mode not in ("sample", "eval"):
+    raise app.UsageError(f"--sample_override is for modes sample and eval; for {mode!r} set "
+                         "--config.sample.* instead")
   init_distributed(mode)
   if mode == "build_demo_data":
     build_demo_data(_require(_OUT, mode))
@@ -194,9 +216,11 @@ def main(argv) -> None:
       raise app.UsageError("mode 'train' needs --config=configs/<model>.py[:variant]")
     train(_CONFIG.value, _require(_WORKDIR, mode))
   elif mode == "sample":
+    check_sample_overrides(_require(_WORKDIR, mode))
     for s in sample(_require(_WORKDIR, mode), _OUT.value):
       logging.info("wrote %s", s)
   elif mode == "eval":
+    check_sample_overrides(_require(_WORKDIR, mode))
     evaluate(_require(_WORKDIR, mode))
   elif mode == "export":
     from flowav.train import export  # pylint: disable=g-import-not-at-top

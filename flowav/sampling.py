@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -32,9 +33,11 @@ def _generate(run: generate.Run, clips: list[inputs.Clip], seed: int) -> list[np
 
 
 def sample_heldout(workdir: str | os.PathLike, out: str | os.PathLike, *,
-                   num_clips: int | None = None) -> list[dict[str, Any]]:
-  """Samples the first `num_clips` test clips of each task; returns the manifest rows."""
-  run = generate.load_run(workdir)
+                   num_clips: int | None = None, sample_overrides: Sequence[str] = ()
+                   ) -> list[dict[str, Any]]:
+  """Samples the first `num_clips` test clips of each task; returns the manifest rows.
+  `sample_overrides` ('sample.KEY=VALUE', `generate.override_sample`) change the sampler."""
+  run = generate.load_run(workdir, sample_overrides=sample_overrides)
   info, lengths = _lengths(run)
   n = int(run.config.sample.num_clips) if num_clips is None else num_clips
   out = pathlib.Path(out)
@@ -63,7 +66,8 @@ def sample_heldout(workdir: str | os.PathLike, out: str | os.PathLike, *,
         mel=lat, frame_rate=float(run.codec.frame_rate),
         reference_mel=np.asarray(clip.example["audio_latents"]), marks=marks)
       rows.append({"clip_id": cid, "task": task, **paths})
-  manifest = {"workdir": str(workdir), "step": run.step, "weights": run.weights, "samples": rows}
+  manifest = {"workdir": str(workdir), "step": run.step, "weights": run.weights,
+              "sample_overrides": list(sample_overrides), "samples": rows}
   (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
   return rows
 
@@ -77,10 +81,11 @@ def sample_video(workdir: str | os.PathLike, video: str, out: str | os.PathLike,
 def sample_conditions(workdir: str | os.PathLike, out: str | os.PathLike, *,
                       video: str | None = None, transcript: str | None = None,
                       caption: str | None = None, lyrics: str | None = None,
-                      duration: float | None = None, name: str | None = None) -> dict[str, Any]:
+                      duration: float | None = None, name: str | None = None,
+                      sample_overrides: Sequence[str] = ()) -> dict[str, Any]:
   """Generates audio from any subset of conditions (`inputs.condition_clip`); writes
   `{name}.wav` (+ `.mp4` muxed with the video, when there is one, and a spectrogram `.png`)."""
-  run = generate.load_run(workdir)
+  run = generate.load_run(workdir, sample_overrides=sample_overrides)
   given = {k for k, v in (("video", video), ("transcript", transcript), ("caption", caption),
                           ("lyrics", lyrics)) if v}
   unused = sorted(given - set(getattr(run.model, "USER_CONDITIONS", ())))

@@ -38,6 +38,24 @@ def test_sample_heldout_writes_nonsilent_wav_mp4_png(trained):
     assert pathlib.Path(row["png"]).stat().st_size > 0
 
 
+def test_sample_override_changes_the_sampler_not_the_run(trained):
+  saved = (trained / "config.json").read_text()
+  out = trained / "samples_2_steps"
+  flags = ["--sample_override=sample.num_steps=2", "--sample_override=sample.cfg_scale=1.0"]
+  _main("sample", f"--workdir={trained}", f"--out={out}", "--num_clips=2", *flags)
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["sample_overrides"] == [f.split("=", 1)[1] for f in flags]
+  if not (trained / "samples" / "manifest.json").exists():  # this test run alone
+    _main("sample", f"--workdir={trained}", f"--out={trained / 'samples'}", "--num_clips=2")
+  default = json.loads((trained / "samples" / "manifest.json").read_text())["samples"][0]["wav"]
+  assert not np.allclose(sf.read(manifest["samples"][0]["wav"])[0], sf.read(default)[0])
+  assert (trained / "config.json").read_text() == saved
+  res = _main("eval", f"--workdir={trained}", "--sample_override=sample.cfg_scal=3", check=False)
+  assert res.returncode != 0 and "'sample.cfg_scal': unknown key" in res.stderr
+  res = _main("export", f"--workdir={trained}", *flags, check=False)
+  assert res.returncode != 0 and "for modes sample and eval" in res.stderr
+
+
 def _write_video(path: pathlib.Path, seconds: float, fps: float) -> None:
   from flowav.data import media  # pylint: disable=g-import-not-at-top
   n = int(seconds * fps)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -247,10 +247,12 @@ def evaluate_vocoders(run: generate.Run, clips: list[inputs.Clip], *, limit: int
 
 
 def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
-             num_speech: int | None = None) -> dict[str, Any]:
-  """Runs the demo evaluation of `workdir`'s latest checkpoint; writes eval.json and plots."""
+             num_speech: int | None = None,
+             sample_overrides: Sequence[str] = ()) -> dict[str, Any]:
+  """Runs the demo evaluation of `workdir`'s latest checkpoint; writes eval.json and plots.
+  `sample_overrides` ('sample.KEY=VALUE') change the sampler for this eval only."""
   workdir = pathlib.Path(workdir)
-  run = generate.load_run(workdir)
+  run = generate.load_run(workdir, sample_overrides=sample_overrides)
   c = run.config
   info = records.DatasetInfo.load(c.data.dir)
   lengths = pipeline.config_lengths(info, c.data)
@@ -265,7 +267,8 @@ def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
   tol_s = float(c.eval.onset_tolerance_frames) / fps
   result: dict[str, Any] = {"workdir": str(workdir), "step": run.step, "weights": run.weights,
                             "sampler": {k: c.sample[k] for k in ("method", "num_steps",
-                                                                 "cfg_scale", "cfg_scale_speech")}}
+                                                                 "cfg_scale", "cfg_scale_speech")},
+                            "sample_overrides": list(sample_overrides)}
   impacts, per_clip, imp_wavs = evaluate_impacts(
     run, imp_clips, batch_size=bs, tol_s=tol_s, seed=seed,
     max_lag_s=float(c.eval.max_lag_frames) / fps)

@@ -46,7 +46,7 @@ import numpy as np
 from flowav import generate
 from flowav.data import inputs, pipeline, records
 from flowav.eval import classifier as classifier_lib
-from flowav.eval import demo, demo_measures, pitch, reliance
+from flowav.eval import demo, demo_measures, lipsync, pitch, reliance
 from flowav.eval.omni_report import render  # noqa: F401  (re-exported: omni.render)
 from flowav.train import timing_dropout
 
@@ -143,10 +143,18 @@ def speech_wer(run: generate.Run, clips: Sequence[inputs.Clip], keep: Sequence[s
   transcripts = [c.example["transcript"] for c in clips]
   sr = int(run.codec.sample_rate)
   out: dict[str, Any] = {"recognizer": recognizer.name, "num_clips": len(clips)}
+  per_clip = {}
   for arm in ("codec", "model", "control"):
     r = asr.speech_intelligibility(wavs[arm], transcripts, sr, recognizer)
     out[arm] = {k: r[k] for k in ("wer", "cer")}
     out[arm]["examples"] = [{"ref": row["ref"], "hyp": row["hyp"]} for row in r["rows"][:3]]
+    per_clip[arm] = r["rows"]
+  # Whether the model beats its control by more than the clip-to-clip spread: mean per-clip rate,
+  # model minus control (negative = fewer errors), with a paired bootstrap 95 % interval.
+  for rate in ("wer", "cer"):
+    model, control = ([row[rate] for row in per_clip[arm]] for arm in ("model", "control"))
+    out[f"{rate}_model_minus_control"] = lipsync.paired_mean_difference(np.array(model),
+                                                                        np.array(control))
   out["control_is"] = "another clip's transcript, scored against this clip's transcript"
   return out
 
@@ -283,20 +291,21 @@ def headline(tasks: Mapping[str, Any]) -> dict[str, float]:
 
 def compare_dtypes(workdir: pathlib.Path, *, num_clips: int, seeds: Sequence[int],
                    tasks: Sequence[str],
-                   heldout: Mapping[str, Sequence[inputs.Clip]] | None = None) -> dict[str, Any]:
+                   heldout: Mapping[str, Sequence[inputs.Clip]] | None = None,
+                   sample_overrides: Sequence[str] = ()) -> dict[str, Any]:
   """Headline numbers with float32 at every seed, and with bfloat16 matmul inputs at seeds[0].
 
   `within_spread[name]`: bf16 lies in [min, max] of the float32 seeds. `same_seed_shift[name]`:
   bf16 minus float32 at seeds[0]; `seed_range[name]`: max - min of the float32 seeds;
   `shift_within_seed_range[name]`: |shift| <= range, i.e. the precision moves the measure no
   more than a change of seed does."""
-  f32 = generate.load_run(workdir, dtype="float32")
+  f32 = generate.load_run(workdir, dtype="float32", sample_overrides=sample_overrides)
   if heldout is None:
     heldout = heldout_by_subset(f32, num_clips)
   kw = dict(num_clips=num_clips, tasks=tasks, heldout=heldout)
   runs = [headline(evaluate_tasks(f32, workdir, seed=s, **kw)) for s in seeds]
-  bf16 = headline(evaluate_tasks(generate.load_run(workdir, dtype="bfloat16"), workdir,
-                                 seed=seeds[0], **kw))
+  bf16_run = generate.load_run(workdir, dtype="bfloat16", sample_overrides=sample_overrides)
+  bf16 = headline(evaluate_tasks(bf16_run, workdir, seed=seeds[0], **kw))
   out: dict[str, Any] = {"seeds": list(seeds), "float32": runs, "bfloat16": bf16,
                          "within_spread": {}, "same_seed_shift": {}, "seed_range": {},
                          "shift_within_seed_range": {}}
@@ -341,9 +350,11 @@ def seed_spread(run: generate.Run, workdir: pathlib.Path, *, num_clips: int,
 
 def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
              dtype_seeds: int = 0, spread_seeds: int = 0,
-             spread_tasks: Sequence[str] = tuple(TASKS)) -> dict[str, Any]:
+             spread_tasks: Sequence[str] = tuple(TASKS),
+             sample_overrides: Sequence[str] = ()) -> dict[str, Any]:
   """Writes `workdir`/eval.json: every task, with `dtype_seeds` > 1 the bf16 comparison, with
-  `spread_seeds` > 1 `seed_spread` of `spread_tasks` (the eval's own seed first)."""
+  `spread_seeds` > 1 `seed_spread` of `spread_tasks` (the eval's own seed first).
+  `sample_overrides` ('sample.KEY=VALUE') change the sampler for this eval; eval.json lists them."""
   for name, value in (("dtype_seeds", dtype_seeds), ("spread_seeds", spread_seeds)):
     if value == 1 or value < 0:
       raise ValueError(f"{name}={value}: 0 skips it; a spread needs at least 2 seeds")
@@ -351,14 +362,15 @@ def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
   if unknown:
     raise ValueError(f"spread_tasks: unknown tasks {unknown}; known: {sorted(TASKS)}")
   workdir = pathlib.Path(workdir)
-  run = generate.load_run(workdir)
+  run = generate.load_run(workdir, sample_overrides=sample_overrides)
   c = run.config
   n = int(c.sample.num_clips) if num_clips is None else int(num_clips)
   seed = int(c.sample.seed)
   result: dict[str, Any] = {"workdir": str(workdir), "model": "audiogen_omni", "step": run.step,
                             "weights": run.weights, "num_clips_per_task": n,
                             "sampler": {k: c.sample[k] for k in ("method", "num_steps",
-                                                                 "cfg_scale")}}
+                                                                 "cfg_scale", "cfg_scale_speech")},
+                            "sample_overrides": list(sample_overrides)}
   heldout = heldout_by_subset(run, n)
   result["loss_gap"] = task_loss_gaps(run, heldout, num_clips=n, seed=seed)
   result["tasks"] = evaluate_tasks(run, workdir, num_clips=n, seed=seed, heldout=heldout)
@@ -366,7 +378,8 @@ def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
   if dtype_seeds > 1:
     result["dtype_comparison"] = compare_dtypes(
       workdir, num_clips=n, seeds=[seed + 1000 * i for i in range(dtype_seeds)],
-      tasks=("video_to_sound", "caption_to_sound"), heldout=heldout)
+      tasks=("video_to_sound", "caption_to_sound"), heldout=heldout,
+      sample_overrides=sample_overrides)
   if spread_seeds > 1:
     first = headline({t: result["tasks"][t] for t in spread_tasks if t in result["tasks"]})
     result["seed_spread"] = seed_spread(

@@ -20,7 +20,10 @@ def _noisiest_ratio(gap: Mapping[str, Any]) -> str:
 def render(result: Mapping[str, Any]) -> str:
   """report.md for an AudioGen-Omni eval.json: one row per task, model beside its control."""
   lines = [f"# AudioGen-Omni evaluation: {result['workdir']} (step {result['step']}, "
-           f"{result['weights']} weights, {result['num_clips_per_task']} clips per task)", "",
+           f"{result['weights']} weights, {result['num_clips_per_task']} clips per task, "
+           f"sampler {result.get('sampler')}"
+           + (f", overrides {result['sample_overrides']}" if result.get("sample_overrides") else "")
+           + ")", "",
            "| task: measure | model | control | upper bound (codec) | control is |",
            "|---|---|---|---|---|"]
   t = result["tasks"]
@@ -55,6 +58,13 @@ def render(result: Mapping[str, Any]) -> str:
     d = (t.get("speech", {}).get(arm) or {}).get("corr_at_zero_model_minus_control")
     if d:
       lines.append(f"\nspeech {arm}, corr at lag 0, {lipsync.describe_difference(d)}.")
+  for task, res in (("speech", t.get("speech", {}).get("intelligibility")),
+                    ("transcript_to_speech", t.get("transcript_to_speech"))):
+    for rate in ("wer", "cer"):
+      d = (res or {}).get(f"{rate}_model_minus_control")
+      if d:
+        lines.append(f"\n{task} per-clip {rate.upper()} (negative: fewer errors than the "
+                     f"control), {lipsync.describe_difference(d)}.")
   gaps = result.get("loss_gap")
   if gaps:
     # A class-level condition (the caption's material, the song's melody) sets the coarse sound,

@@ -71,7 +71,9 @@ def render(result: dict[str, Any], timings: dict[str, float] | None = None) -> s
   lines = [
     "# flowav demo report", "",
     f"VSSFlow `demo`, step {result['step']} ({result['weights']} weights), sampler "
-    f"{result['sampler']}.", "",
+    f"{result['sampler']}"
+    + (f" (overrides {result['sample_overrides']})" if result.get("sample_overrides") else "")
+    + ".", "",
     f"## Impacts (video-to-sound), {imp['num_clips']} held-out clips, tolerance "
     f"±{1000 * imp['tolerance_s']:.0f} ms", "",
     "| arm | precision | recall | F1 | median error (ms) |", "|---|---|---|---|---|",

@@ -118,7 +118,7 @@ def test_compare_dtypes_pairs_bf16_with_float32_at_the_same_seed(monkeypatch):
     model, control = f1[(run, seed)]
     return {"video_to_sound": {"model": {"f1": model}, "control": {"f1": control}}}
 
-  monkeypatch.setattr(omni.generate, "load_run", lambda workdir, dtype: dtype)
+  monkeypatch.setattr(omni.generate, "load_run", lambda workdir, dtype, sample_overrides=(): dtype)
   monkeypatch.setattr(omni, "evaluate_tasks", fake_tasks)
   dc = omni.compare_dtypes(None, num_clips=2, seeds=[0, 1000, 2000], tasks=["video_to_sound"],
                            heldout={})
@@ -162,3 +162,35 @@ def test_seed_spread_summarises_each_measure_and_each_gap(monkeypatch):
     omni.seed_spread(None, None, num_clips=2, seeds=[0, 1], tasks=["speach"])
   with pytest.raises(ValueError, match="at least 2 seeds"):
     omni.seed_spread(None, None, num_clips=2, seeds=[0], tasks=["speech"])
+
+
+def test_speech_wer_reports_the_paired_per_clip_difference(monkeypatch):
+  """A recognizer that hears each arm's own 'audio' (a clip index): the model's words are right on
+  every clip, the control's on none, so the per-clip difference is -1 with a tight interval."""
+  from flowav.eval import asr  # pylint: disable=g-import-not-at-top
+
+  words = [f"word{i} again" for i in range(6)]
+  clips = [type("Clip", (), {"example": {"transcript": w}})() for w in words]
+  heard = {"model": words, "control": ["nothing here"] * 6, "codec": words}
+  wavs = {arm: [np.full(4, i, np.float32) + 10 * k for i in range(6)]
+          for k, arm in enumerate(heard)}
+
+  class Recognizer:
+    name = "fake"
+
+    def transcribe(self, wav, sample_rate):
+      del sample_rate
+      arm = list(heard)[int(wav[0]) // 10]
+      return heard[arm][int(wav[0]) % 10]
+
+  monkeypatch.setattr(omni, "_arm_wavs", lambda *a, **k: wavs)
+  monkeypatch.setattr(asr, "load_whisper", Recognizer)
+  run = type("Run", (), {"codec": type("Codec", (), {"sample_rate": 16000})()})()
+  out = omni.speech_wer(run, clips, ("transcript",), seed=0, batch_size=2)
+  assert out["model"]["wer"] == 0.0 and out["control"]["wer"] == 1.0
+  d = out["wer_model_minus_control"]
+  assert d["diff"] == -1.0 and d["ci_low"] == d["ci_high"] == -1.0
+  assert out["cer_model_minus_control"]["diff"] < -0.5
+  text = omni.render({"workdir": "w", "step": 1, "weights": "ema", "num_clips_per_task": 6,
+                      "tasks": {"transcript_to_speech": out}})
+  assert "transcript_to_speech per-clip WER (negative: fewer errors than the control)" in text
