@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 
@@ -13,8 +14,8 @@ from flowav import host_memory
 
 # A jitted function whose temporary buffer, sin(x), is 64 MiB (above glibc's 32 MiB maximum mmap
 # threshold and a per-thread arena's 64 MiB heaps), as a large model's train step has; prints the
-# minor page faults per call after two warm-up calls. Mode "thresholds": the malloc settings
-# alone, with JAX's async dispatch left on (what the settings cannot fix by themselves).
+# minor page faults of each of 24 calls. Mode "thresholds": the malloc settings alone, with JAX's
+# async dispatch left on (what the settings cannot fix by themselves).
 _SCRIPT = """
 import ctypes, resource, sys
 import jax, jax.numpy as jnp
@@ -28,12 +29,12 @@ if sys.argv[1] == "thresholds":
 f = jax.jit(lambda x, w: (jnp.sin(x) @ w).sum())
 x, w = jnp.ones((4096, 4096)), jnp.ones((4096, 8))
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(2):
+per_call = []
+for _ in range(24):
+  before = faults()
   f(x, w).block_until_ready()
-before = faults()
-for _ in range(5):
-  f(x, w).block_until_ready()
-print((faults() - before) / 5)
+  per_call.append(faults() - before)
+print(*per_call)
 try:
   host_memory._applied = None
   host_memory.reuse_freed_host_memory()
@@ -53,11 +54,15 @@ def _run(script: str, mode: str) -> str:
 @pytest.mark.skipif(host_memory._libc() is None, reason="needs glibc (mallopt)")
 def test_reuse_stops_page_faults_on_a_jitted_steps_large_buffer():
   # 64 MiB = 16384 pages of 4 KiB, faulted in again on every call with glibc's defaults, and with
-  # the malloc settings alone (the computation allocates on JAX's dispatch thread); measured here
-  # 16.4k, 16.4k and 3.3k faults per call.
+  # the malloc settings alone (the computation allocates on JAX's dispatch thread). With reuse on,
+  # the first calls can still fault the whole buffer in while Python's own small allocations split
+  # the freed block (here up to the 6th call; a CI machine averaged 9.8k over calls 3-7), then
+  # none do: judge the last 12 calls, by their median.
   off, thresholds, on = (_run(_SCRIPT, mode).splitlines() for mode in ("off", "thresholds", "on"))
-  assert float(off[0]) > 12000 and float(thresholds[0]) > 12000
-  assert float(on[0]) < 6000
+  settled = {name: statistics.median(map(int, out[0].split()[-12:]))
+             for name, out in (("off", off), ("thresholds", thresholds), ("on", on))}
+  assert settled["off"] > 12000 and settled["thresholds"] > 12000, (off[0], thresholds[0])
+  assert settled["on"] < 1000, on[0]
   # Called once the backend exists, the dispatch setting could no longer apply: an error.
   assert "before JAX creates its backends" in off[1]
 
