@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import functools
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -139,6 +140,13 @@ def override_sample(config: mlc.ConfigDict, overrides: Sequence[str]) -> dict[st
       config.sample[name] = value
     applied[key.strip()] = value
   return applied
+
+
+def override_suffix(overrides: Sequence[str]) -> str:
+  """'' without overrides, else a file-name suffix naming them ('.cfg_scale_speech=1.5'), so that
+  an eval with other sampler settings writes eval<suffix>.json beside, not over, eval.json."""
+  names = [item.strip().removeprefix("sample.") for item in overrides]
+  return "".join("." + re.sub(r"[^A-Za-z0-9_.=+-]", "_", name) for name in names)
 
 
 def load_run(workdir: str | pathlib.Path, *, use_ema: bool | None = None,

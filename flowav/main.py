@@ -159,7 +159,8 @@ def check_sample_overrides(workdir: str) -> None:
 
 
 def evaluate(workdir: str) -> dict:
-  """eval.json, eval_plots/ and report.md in `workdir`."""
+  """eval.json, eval_plots/ and report.md in `workdir`; with --sample_override, eval.<overrides>.json
+  etc. beside them (generate.override_suffix), so the default eval is kept."""
   from flowav.eval import demo as demo_eval  # pylint: disable=g-import-not-at-top
   from flowav.eval import omni as omni_eval  # pylint: disable=g-import-not-at-top
   from flowav.eval import report  # pylint: disable=g-import-not-at-top
@@ -188,9 +189,11 @@ def evaluate(workdir: str) -> dict:
     result = demo_eval.evaluate(workdir, num_impacts=n, num_speech=None if n is None else n // 2,
                                 sample_overrides=overrides)
     text = report.render(result)
-  tmp = pathlib.Path(workdir) / "report.md.tmp"
+  from flowav import generate  # pylint: disable=g-import-not-at-top
+  report_path = pathlib.Path(workdir) / f"report{generate.override_suffix(overrides)}.md"
+  tmp = report_path.with_name(report_path.name + ".tmp")
   tmp.write_text(text)
-  tmp.replace(tmp.with_suffix(""))
+  tmp.replace(report_path)
   print(text)
   return result
 

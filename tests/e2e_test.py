@@ -96,6 +96,13 @@ def test_eval_and_export(trained):
       assert rows["gain/mrstft"] == rows["griffin_lim/mrstft"] - rows["hifigan/mrstft"]
   else:
     assert "vocoder" not in result
+  default = (trained / "eval.json").read_text()
+  _main("eval", f"--workdir={trained}", "--num_clips=2", "--sample_override=sample.num_steps=2")
+  assert (trained / "eval.json").read_text() == default  # kept: the override's eval goes beside it
+  assert json.loads((trained / "eval.num_steps=2.json").read_text())["sample_overrides"] == [
+    "sample.num_steps=2"]
+  assert "sample.num_steps=2" in (trained / "report.num_steps=2.md").read_text()
+  assert (trained / "eval_plots.num_steps=2" / "metrics.png").exists()
   res = _main("eval", f"--workdir={trained}", "--dtype_seeds=3", check=False)
   assert res.returncode != 0 and "'vssflow'" in res.stderr  # the bf16 spread is AudioGen-Omni's
   _main("export", f"--workdir={trained}")

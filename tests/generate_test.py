@@ -33,3 +33,10 @@ def test_bad_overrides_name_the_key(item, named):
     generate.override_sample(config, [item])
   assert named in str(err.value)
   assert config.to_dict() == before
+
+
+def test_override_suffix_names_the_overrides_for_file_names():
+  assert generate.override_suffix([]) == ""
+  assert generate.override_suffix(["sample.cfg_scale_speech=1.5", "sample.method=rk4 x"]) == (
+    ".cfg_scale_speech=1.5.method=rk4_x")
+  assert "/" not in generate.override_suffix(["sample.method=../x"])

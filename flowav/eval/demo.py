@@ -283,7 +283,8 @@ def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
   vocoders = evaluate_vocoders(run, imp_clips + sp_clips)
   if vocoders is not None:
     result["vocoder"] = vocoders
-  plots = workdir / "eval_plots"
+  suffix = generate.override_suffix(sample_overrides)  # '' without overrides: eval.json, ...
+  plots = workdir / f"eval_plots{suffix}"
   plots.mkdir(exist_ok=True)
   plots_lib.metric_bars(plots / "metrics.png", result)
   for row in per_clip[:4]:
@@ -291,7 +292,8 @@ def evaluate(workdir: str | os.PathLike, *, num_impacts: int | None = None,
       plots / f"onsets_{row['clip_id']}.png", [("generated (own video)", row["model_latents"])],
       frame_rate=float(run.codec.frame_rate),
       marks={"contacts": row["contacts_s"], "detected onsets": row["model_onsets_s"]})
-  tmp = workdir / "eval.json.tmp"
+  out = workdir / f"eval{suffix}.json"
+  tmp = out.with_name(out.name + ".tmp")
   tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
-  os.replace(tmp, workdir / "eval.json")
+  os.replace(tmp, out)
   return result

@@ -385,7 +385,8 @@ def evaluate(workdir: str | os.PathLike, *, num_clips: int | None = None,
     result["seed_spread"] = seed_spread(
       run, workdir, num_clips=n, seeds=[seed + 1000 * i for i in range(spread_seeds)],
       tasks=tuple(spread_tasks), heldout=heldout, first=first)
-  tmp = workdir / "eval.json.tmp"
+  out = workdir / f"eval{generate.override_suffix(sample_overrides)}.json"  # eval.json if none
+  tmp = out.with_name(out.name + ".tmp")
   tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
-  os.replace(tmp, workdir / "eval.json")
+  os.replace(tmp, out)
   return result
