@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import hashlib
 import pathlib
 import re
 from collections.abc import Mapping, Sequence
@@ -61,19 +62,31 @@ class Run:
     return np.asarray(self.model.predict_durations(dict(batch)))
 
   def sample(self, batch: Mapping[str, np.ndarray], key: jax.Array, *,
-             cfg_scale: float | None = None, unconditional: bool = False) -> np.ndarray:
+             cfg_scale: float | None = None, unconditional: bool = False,
+             known: np.ndarray | None = None, known_mask: np.ndarray | None = None) -> np.ndarray:
     """Generates normalised latents for a padded batch, then denormalises them.
 
     All rows share one guidance scale (static); by default it is the first row's task's scale.
     `unconditional` samples from the null condition (every condition dropped, as in CFG training):
-    the evaluation's null-condition control. Returns [B, T_a, C_a] codec latents.
+    the evaluation's null-condition control. `known` [B, T_a, C_a] codec latents and `known_mask`
+    [B, T_a] bool: frames fixed to `known` (inpainting; `long_form` continues a window from the
+    previous one's overlap). Returns [B, T_a, C_a] codec latents.
     """
     scale = self.cfg_scale(int(batch["task_id"][0])) if cfg_scale is None else float(cfg_scale)
     s = self.config.sample
-    x0 = jax.random.normal(key, np.shape(batch["audio_latents"]), jnp.float32)
+    shape = np.shape(batch["audio_latents"])
+    x0 = jax.random.normal(key, shape, jnp.float32)
+    inpaint = known is not None
+    if inpaint:
+      if known_mask is None or np.shape(known) != shape or np.shape(known_mask) != shape[:2]:
+        raise ValueError(f"Run.sample: known {np.shape(known)} and known_mask "
+                         f"{None if known_mask is None else np.shape(known_mask)} must be "
+                         f"{shape} and {shape[:2]}")
+      known = self.stats.normalize(np.asarray(known, np.float32))
+      known_mask = np.asarray(known_mask, bool)
     fn = _sampler(self.graphdef, s.method, int(s.num_steps), scale, float(s.rtol), float(s.atol),
-                  bool(unconditional))
-    x1 = np.asarray(fn(self.params, self.rest, x0, dict(batch)))
+                  bool(unconditional), inpaint)
+    x1 = np.asarray(fn(self.params, self.rest, x0, dict(batch), known, known_mask))
     return self.stats.denormalize(x1)
 
   def decode(self, latents: np.ndarray, batch: Mapping[str, np.ndarray], *,
@@ -87,13 +100,19 @@ class Run:
 
 @functools.lru_cache(maxsize=16)
 def _sampler(graphdef: nnx.GraphDef, method: str, num_steps: int, scale: float, rtol: float,
-             atol: float, unconditional: bool = False):
+             atol: float, unconditional: bool = False, inpaint: bool = False):
   """One jitted function for the whole sampling loop: conditions built and weights laid out for
   inference (`prepare_for_sampling`: unstacked layers, kernels in the compute dtype) once, outside
-  the ODE loop."""
+  the ODE loop.
+
+  With `inpaint`, the frames of `known_mask` move along their own straight path from the noise x0
+  to `known` (velocity known - x0, constant, so any solver lands on `known` at t = 1), and the
+  model sees them at each step's noise level, as in training: the replacement idea of RePaint
+  (Lugmayr et al. 2022, §3) written as a velocity, so it holds for adaptive solvers too.
+  """
 
   @jax.jit
-  def run(params, rest, x0, batch):
+  def run(params, rest, x0, batch, known=None, known_mask=None):
     model = prepare_for_sampling(nnx.merge(graphdef, params, rest))
     cond = model.conditions(batch)
     null = model.null_conditions(cond)
@@ -101,6 +120,9 @@ def _sampler(graphdef: nnx.GraphDef, method: str, num_steps: int, scale: float, 
       cond = null
     apply_fn = lambda x, t, c: model(x, t, c)
     velocity = guidance.guided_velocity(apply_fn, cond, null, scale)
+    if inpaint:
+      guided, path_velocity = velocity, known - x0
+      velocity = lambda x, t: jnp.where(known_mask[..., None], path_velocity, guided(x, t))
     x1, _ = samplers.sample_ode(velocity, x0, method=method, num_steps=num_steps, rtol=rtol,
                                 atol=atol)
     return x1
@@ -142,11 +164,21 @@ def override_sample(config: mlc.ConfigDict, overrides: Sequence[str]) -> dict[st
   return applied
 
 
+# 'eval_plots' + suffix stays well under the common 255-byte file-name limit.
+_MAX_SUFFIX = 160
+
+
 def override_suffix(overrides: Sequence[str]) -> str:
   """'' without overrides, else a file-name suffix naming them ('.cfg_scale_speech=1.5'), so that
   an eval with other sampler settings writes eval<suffix>.json beside, not over, eval.json."""
   names = [item.strip().removeprefix("sample.") for item in overrides]
-  return "".join("." + re.sub(r"[^A-Za-z0-9_.=+-]", "_", name) for name in names)
+  suffix = "".join("." + re.sub(r"[^A-Za-z0-9_.=+-]", "_", name) for name in names)
+  if len(suffix) <= _MAX_SUFFIX:
+    return suffix
+  # Past a file system's 255-byte name limit: keep a readable head, and a hash of every override
+  # so that two long lists still name different files.
+  digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+  return f"{suffix[: _MAX_SUFFIX - 13]}.{digest}"
 
 
 def load_run(workdir: str | pathlib.Path, *, use_ema: bool | None = None,

@@ -39,6 +39,10 @@ _CAPTION = flags.DEFINE_string("caption", None, "sample: a caption (models that 
 _LYRICS = flags.DEFINE_string("lyrics", None, "sample: lyrics to sing (models that sing).")
 _DURATION = flags.DEFINE_float("duration", None,
                                "sample: seconds of audio (default: the --video's length).")
+_WINDOW_OVERLAP = flags.DEFINE_float(
+  "window_overlap", None, "sample: sound longer than the model's window (config.data.clip_seconds) "
+  "is made in windows, each continuing this many seconds of the previous one (default: a quarter "
+  "of the window).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", None, "sample/eval: held-out clips per task.")
 _DTYPE_SEEDS = flags.DEFINE_integer(
   "dtype_seeds", 0, "eval (AudioGen-Omni): also sample with float32 at this many seeds and with "
@@ -139,7 +143,8 @@ def sample(workdir: str, out: str | None) -> list[dict]:
     try:
       return [sampling.sample_conditions(
         workdir, out, video=_VIDEO.value, transcript=_TRANSCRIPT.value, caption=_CAPTION.value,
-        lyrics=_LYRICS.value, duration=_DURATION.value, sample_overrides=_SAMPLE_OVERRIDE.value)]
+        lyrics=_LYRICS.value, duration=_DURATION.value, sample_overrides=_SAMPLE_OVERRIDE.value,
+        window_overlap_s=_WINDOW_OVERLAP.value)]
     except ValueError as e:
       raise app.UsageError(f"sample {sorted(given)}: {e}") from e
   return sampling.sample_heldout(workdir, out, num_clips=_NUM_CLIPS.value,

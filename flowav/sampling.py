@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from flowav import generate, outputs
+from flowav import generate, long_form, outputs
 from flowav.data import inputs, media, pipeline, records, schema
 
 
@@ -82,9 +82,15 @@ def sample_conditions(workdir: str | os.PathLike, out: str | os.PathLike, *,
                       video: str | None = None, transcript: str | None = None,
                       caption: str | None = None, lyrics: str | None = None,
                       duration: float | None = None, name: str | None = None,
-                      sample_overrides: Sequence[str] = ()) -> dict[str, Any]:
+                      sample_overrides: Sequence[str] = (),
+                      window_overlap_s: float | None = None) -> dict[str, Any]:
   """Generates audio from any subset of conditions (`inputs.condition_clip`); writes
-  `{name}.wav` (+ `.mp4` muxed with the video, when there is one, and a spectrogram `.png`)."""
+  `{name}.wav` (+ `.mp4` muxed with the video, when there is one, and a spectrogram `.png`).
+
+  Sound (no transcript or lyrics) longer than the model's window is made in overlapping windows
+  (`long_form`, each continuing `window_overlap_s` seconds of the previous one, by default a
+  quarter of the window); the result's "windows" counts them.
+  """
   run = generate.load_run(workdir, sample_overrides=sample_overrides)
   given = {k for k, v in (("video", video), ("transcript", transcript), ("caption", caption),
                           ("lyrics", lyrics)) if v}
@@ -96,15 +102,27 @@ def sample_conditions(workdir: str | os.PathLike, out: str | os.PathLike, *,
     raise ValueError(f"{run.config.model.name} times a transcript from the face video: give "
                      "--video with --transcript")
   info, lengths = _lengths(run)
-  clip = inputs.condition_clip(info, lengths, float(run.config.data.clip_seconds), video=video,
-                               transcript=transcript, caption=caption, lyrics=lyrics,
-                               duration=duration)
-  lat = _generate(run, [clip], int(run.config.sample.seed))[0]
-  lat = lat[:int(clip.prepared["audio_mask"].sum())]
+  window_s = float(run.config.data.clip_seconds)
+  features, video_s = inputs.read_video_features(info, video) if video else (None, None)
+  total_s = video_s if duration is None else duration
+  seed = int(run.config.sample.seed)
+  # A video may run one frame past the window (rounding); condition_clip crops it to the window.
+  slack = 1.0 / float(info.rates["video"]) if video else 1e-6
+  if total_s is not None and total_s > window_s + slack and not (transcript or lyrics):
+    lat, spans = long_form.sample_long(run, info, lengths, duration=total_s,
+                                       key=jax.random.key(seed), video_features=features,
+                                       caption=caption, overlap_s=window_overlap_s)
+    windows, task = len(spans), "sound"
+  else:
+    clip = inputs.condition_clip(info, lengths, window_s, video=video, transcript=transcript,
+                                 caption=caption, lyrics=lyrics, duration=duration,
+                                 video_features=(features, video_s) if video else None)
+    lat = _generate(run, [clip], seed)[0]
+    lat = lat[:int(clip.prepared["audio_mask"].sum())]
+    windows, task = 1, schema.TASK_NAMES[int(clip.example["task_id"])]
   wav = run.codec.decode(lat)
   frames = media.read_video(video, fps=float(info.rates["video"])).frames if video else None
-  task = schema.TASK_NAMES[int(clip.example["task_id"])]
   stem = name or (pathlib.Path(video).stem if video else "sample")
-  return {"task": task, **outputs.write_sample(
+  return {"task": task, "windows": windows, **outputs.write_sample(
     out, stem, wav, int(run.codec.sample_rate), frames=frames,
     fps=float(info.rates["video"]), mel=lat, frame_rate=float(run.codec.frame_rate))}

@@ -63,7 +63,7 @@ def _write_video(path: pathlib.Path, seconds: float, fps: float) -> None:
   media.write_mp4(path, frames, fps, np.zeros(int(seconds * 22050), np.float32), 22050)
 
 
-def test_sample_user_video_with_transcript_and_too_long_video(trained, tmp_path):
+def test_sample_user_video_with_transcript_and_long_video(trained, tmp_path):
   short = tmp_path / "face.mp4"
   _write_video(short, 0.4, 30.0)  # another frame rate than the model's 25 fps
   _main("sample", f"--workdir={trained}", f"--out={tmp_path / 'out'}", f"--video={short}",
@@ -72,9 +72,15 @@ def test_sample_user_video_with_transcript_and_too_long_video(trained, tmp_path)
   assert wav.size > 0 and np.abs(wav).max() > 0
   long = tmp_path / "long.mp4"
   _write_video(long, 3.0, 25.0)
-  res = _main("sample", f"--workdir={trained}", f"--video={long}", check=False)
-  assert res.returncode != 0
+  res = _main("sample", f"--workdir={trained}", f"--video={long}", "--transcript=the red cat",
+              check=False)
+  assert res.returncode != 0  # speech is not split across windows
   assert "window is 0.50 s" in res.stderr and "long.mp4" in res.stderr
+  # Sound past the 0.5 s window: made in overlapping windows, as long as the video.
+  _main("sample", f"--workdir={trained}", f"--out={tmp_path / 'long_out'}", f"--video={long}")
+  wav, sr = sf.read(tmp_path / "long_out" / "long.wav")
+  assert wav.size == int(np.floor(3.0 * sr / 256 + 1e-6)) * 256 and np.abs(wav).max() > 0
+  assert (tmp_path / "long_out" / "long.mp4").stat().st_size > 0
 
 
 def test_eval_and_export(trained):

@@ -40,3 +40,11 @@ def test_override_suffix_names_the_overrides_for_file_names():
   assert generate.override_suffix(["sample.cfg_scale_speech=1.5", "sample.method=rk4 x"]) == (
     ".cfg_scale_speech=1.5.method=rk4_x")
   assert "/" not in generate.override_suffix(["sample.method=../x"])
+
+
+def test_override_suffix_of_a_long_list_fits_a_file_name_and_stays_distinct():
+  many = [f"sample.cfg_scale_{task}=1.{i}" for i in range(9) for task in ("speech", "song")]
+  suffix = generate.override_suffix(many)
+  assert len(f"eval_plots{suffix}") <= 255 and len(suffix) == 160
+  assert suffix.startswith(".cfg_scale_speech=1.0.cfg_scale_song=1.0")
+  assert suffix != generate.override_suffix(many[:-1] + ["sample.cfg_scale_song=9.9"])

@@ -107,30 +107,51 @@ def video_clip(video_path: str, info: records.DatasetInfo, lengths: pipeline.Len
   return condition_clip(info, lengths, clip_seconds, video=video_path, transcript=transcript)
 
 
+def read_video_features(info: records.DatasetInfo, video: str) -> tuple[np.ndarray, float]:
+  """A video file (any frame rate) -> (features [T_v, D] at the dataset's video rate from its
+  frame encoder, duration in seconds)."""
+  from flowav.data import media  # pylint: disable=g-import-not-at-top
+  encoder = dataset_frame_encoder(info)
+  clip = media.read_video(video, fps=float(info.rates["video"]), size=encoder.frame_size)
+  return encoder.encode_frames(clip.frames), float(clip.duration_s)
+
+
 def condition_clip(info: records.DatasetInfo, lengths: pipeline.Lengths, clip_seconds: float, *,
                    video: str | None = None, transcript: str | None = None,
                    caption: str | None = None, lyrics: str | None = None,
-                   duration: float | None = None) -> Clip:
+                   duration: float | None = None,
+                   video_features: tuple[np.ndarray, float] | None = None) -> Clip:
   """Any subset of conditions given by a user, encoded like the training data.
 
   `video`: a file (any frame rate; features from the dataset's frame encoder); `transcript` /
   `lyrics`: text, turned into phone ids by flite (`transcript_ids`; lyrics also as UTF-8 byte
   `lyric_ids`); `caption`: text (byte tokens in the pipeline); `duration`: seconds of audio to make,
   by default the video's length. Raises ValueError for no duration, or one longer than the model's
-  window `clip_seconds`.
+  window `clip_seconds` (`flowav.long_form` makes longer sound). `video_features`: `video`'s
+  (features, seconds) from `read_video_features`, when the caller has them already.
   """
-  ex: dict[str, Any] = {"clip_id": pathlib.Path(video).stem if video else "sample",
-                        "start_s": np.float32(0.0)}
+  features = None
   if video:
-    from flowav.data import media  # pylint: disable=g-import-not-at-top
-    encoder = dataset_frame_encoder(info)
-    clip = media.read_video(video, fps=float(info.rates["video"]), size=encoder.frame_size)
-    if clip.duration_s > clip_seconds + 1.0 / float(info.rates["video"]):
-      raise ValueError(f"{video} lasts {clip.duration_s:.2f} s; this model's window is "
-                       f"{clip_seconds:.2f} s (config.data.clip_seconds). Trim the video.")
-    feats = encoder.encode_frames(clip.frames)
-    ex.update(video_features=feats, video_mask=np.ones((feats.shape[0],), bool))
-    duration = clip.duration_s if duration is None else duration
+    features, video_s = video_features or read_video_features(info, video)
+    if video_s > clip_seconds + 1.0 / float(info.rates["video"]):
+      raise ValueError(f"{video} lasts {video_s:.2f} s; this model's window is "
+                       f"{clip_seconds:.2f} s (config.data.clip_seconds). Trim the video, or "
+                       "leave out --transcript / --lyrics to make sound in windows (long form).")
+    duration = video_s if duration is None else duration
+  return features_clip(info, lengths, clip_seconds, video_features=features,
+                       clip_id=pathlib.Path(video).stem if video else "sample",
+                       transcript=transcript, caption=caption, lyrics=lyrics, duration=duration)
+
+
+def features_clip(info: records.DatasetInfo, lengths: pipeline.Lengths, clip_seconds: float, *,
+                  video_features: np.ndarray | None = None, clip_id: str = "sample",
+                  transcript: str | None = None, caption: str | None = None,
+                  lyrics: str | None = None, duration: float | None = None) -> Clip:
+  """`condition_clip` from video features `[T_v, D]` already encoded (`read_video_features`)."""
+  ex: dict[str, Any] = {"clip_id": clip_id, "start_s": np.float32(0.0)}
+  if video_features is not None:
+    ex.update(video_features=video_features,
+              video_mask=np.ones((video_features.shape[0],), bool))
   if duration is None:
     raise ValueError("--duration (seconds of audio) is needed when there is no --video")
   if not 0 < duration <= clip_seconds + 1e-6:
