@@ -18,10 +18,12 @@ Also counts detected onsets within `--seam_s` of a window's first new frame that
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import tempfile
 
 import jax
+import machine  # this folder
 import numpy as np
 from absl import app, flags
 
@@ -131,6 +133,7 @@ def main(_):
     print(row["video"], {arm: onsets.aggregate(res[-len(spans):])["f1"]
                          for arm, res in arms.items()}, flush=True)
   result = {
+    "machine": {"cpu": machine.cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__},
     "workdir": _WORKDIR.value, "step": run.step, "weights": run.weights,
     "window_s": float(run.config.data.clip_seconds), "overlap_s": _OVERLAP.value,
     "tolerance_s": tol_s, "videos": len(rows), "clips_per_video": _CLIPS_PER_VIDEO.value,

@@ -59,8 +59,15 @@ def test_sample_user_video_with_caption_and_heldout(trained, tmp_path):
 def test_bad_conditions_fail_naming_the_flag(trained):
   res = _main("sample", f"--workdir={trained}", "--caption=x", check=False)
   assert res.returncode != 0 and "--duration" in res.stderr
-  res = _main("sample", f"--workdir={trained}", "--caption=x", "--duration=3", check=False)
-  assert res.returncode != 0 and "window" in res.stderr and "0.50" in res.stderr
+  res = _main("sample", f"--workdir={trained}", "--lyrics=la la", "--duration=3", check=False)
+  assert res.returncode != 0 and "window" in res.stderr and "0.50" in res.stderr  # song: one window
+
+
+def test_caption_past_the_window_makes_long_form_sound(trained):
+  out = trained / "long_caption"
+  _main("sample", f"--workdir={trained}", f"--out={out}", "--caption=x", "--duration=3")
+  wav, sr = sf.read(out / "sample.wav")
+  assert abs(wav.size - 3 * sr) <= 256 and np.abs(wav).max() > 0
 
 
 def test_eval_refuses_a_one_seed_spread(trained):
